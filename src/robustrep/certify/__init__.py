@@ -1,0 +1,1 @@
+"""Certified defenses: interval bounds, Wong & Kolter's dual network, sparsification."""

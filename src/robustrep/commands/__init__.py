@@ -1,0 +1,1 @@
+"""Sub-commands of the `robustrep` command line: one module per command, each with `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""Data sets. `load(name, split)` is the door in."""

@@ -1,0 +1,4 @@
+"""Models. Each model owns its loss: `model.loss(x, y=None)` returns a dict of scalars, "loss" minimised."""
+from .registry import MODELS, build, register
+
+__all__ = ["MODELS", "build", "register"]
