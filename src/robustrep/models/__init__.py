@@ -1,4 +1,6 @@
 """Models. Each model owns its loss: `model.loss(x, y=None)` returns a dict of scalars, "loss" minimised."""
 from .registry import MODELS, build, register
+from .smooth_encoder import SmoothEncoder
+from .vae import VAE
 
-__all__ = ["MODELS", "build", "register"]
+__all__ = ["MODELS", "build", "register", "SmoothEncoder", "VAE"]

@@ -1,0 +1,59 @@
+"""The variational autoencoder (Kingma & Welling 2014) and beta-VAE (Higgins et al. 2017).
+
+Gaussian decoder with scalar observation variance v (MATH.md 2):
+    -ELBO(x) = E_q[ ||x - g(z)||^2 / (2v) + (D/2) log(2 pi v) ] + beta * KL(q(z|x) || N(0, I))
+estimated with one reparametrised sample z = mu + sqrt(var) * u. Sum over data and latent
+dimensions per example, mean over the batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..divergences import gaussian_nll, kl_standard_normal
+from ..errors import UserError
+from ..nn import GaussianHead, build_decoder, build_encoder
+from ..utils import check_images
+from .registry import register
+
+
+@register("beta-vae", beta=4.0)
+@register("vae")
+class VAE(nn.Module):
+    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
+                 obs_var: float = 1.0, beta: float = 1.0):
+        super().__init__()
+        if latent_dim < 1 or obs_var <= 0 or beta < 0:
+            raise UserError("need latent_dim >= 1, obs_var > 0 and beta >= 0")
+        self.input_shape, self.latent_dim, self.obs_var, self.beta = tuple(input_shape), latent_dim, obs_var, beta
+        body, width = build_encoder(arch, self.input_shape, hidden)
+        self.encoder = nn.Sequential(body, GaussianHead(width, latent_dim))
+        self.decoder = build_decoder(arch, latent_dim, self.input_shape, hidden)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters (mu, var) of q(z|x), each [B, latent_dim]."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder mean g(z) in [0, 1], shaped like the data."""
+        return self.decoder(z)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """g(mu(x)): the decoder at the posterior mean."""
+        return self.decode(self.encode(x)[0])
+
+    def sample_latent(self, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        return mu + var.sqrt() * torch.randn_like(mu)
+
+    def data_fidelity(self, x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """E_q[-log p(x|z)] with one reparametrised sample, per example [B]."""
+        return gaussian_nll(x, self.decode(self.sample_latent(mu, var)), self.obs_var)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_images(x, "x", shape=self.input_shape)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mu, var = self.encode(x)
+        recon = self.data_fidelity(x, mu, var)
+        kl = kl_standard_normal(mu, var)
+        return {"loss": (recon + self.beta * kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
