@@ -1,0 +1,79 @@
+"""`robustrep evaluate RUN`: accuracy under attack of a run's classifier (its probe for encoders)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import attacks, data
+from ..errors import UserError
+from ..evaluation import adversarial_accuracy, clean_accuracy
+from ..runs import load_classifier, read_yaml
+from ..utils import resolve_device, seed_everything
+
+EPS_ATTACKS = {"pgd": "PGD", "fgsm": "FGSM", "bim": "BIM"}
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--eps takes comma-separated numbers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise UserError(f"--eps needs at least one radius >= 0, got {text!r}")
+    return values
+
+
+def make_attack(name: str, classifier, eps: float, steps: int, restarts: int):
+    cls = getattr(attacks, EPS_ATTACKS.get(name, ""), None)
+    if cls is None:
+        raise UserError(f"unknown attack {name!r}: choose one of {', '.join(k for k in EPS_ATTACKS if hasattr(attacks, EPS_ATTACKS[k]))}")
+    if name == "pgd":
+        return cls(classifier, eps=eps, steps=steps, restarts=restarts)
+    if name == "bim":
+        return cls(classifier, eps=eps, steps=steps)
+    return cls(classifier, eps=eps)
+
+
+def register(sub) -> None:
+    from ..cli import add_common_options
+    p = sub.add_parser("evaluate", help="accuracy under attack at several radii",
+                       description="Attack the run's classifier (for an encoder: probe(mu(x)), end to end) on the "
+                       "test set. A point counts only if it is classified correctly and survives every restart. "
+                       "Writes RUN/evaluation.json.")
+    p.add_argument("run", help="a run folder (an encoder run needs `robustrep probe` first)")
+    p.add_argument("--attack", default="pgd", help="pgd (default), fgsm or bim: l_inf attacks")
+    p.add_argument("--eps", default="0.01,0.1,0.2,0.3", help="comma-separated l_inf radii (default 0.01,0.1,0.2,0.3)")
+    p.add_argument("--steps", type=int, default=100, help="attack iterations (default 100)")
+    p.add_argument("--restarts", type=int, default=10, help="random restarts for PGD (default 10)")
+    p.add_argument("--n", type=int, default=1000, help="test points to attack (default 1000; 0 for all)")
+    p.add_argument("--batch-size", type=int, default=500, help="points attacked at once (default 500)")
+    add_common_options(p)
+    p.set_defaults(func=evaluate)
+
+
+def evaluate(args) -> int:
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    eps_list = parse_floats(args.eps)
+    classifier = load_classifier(args.run, device)
+    settings = read_yaml(Path(args.run) / "config.yaml")["training"]
+    probe_info = read_yaml(Path(args.run) / "probe.yaml") if (Path(args.run) / "probe.yaml").exists() else {}
+    dataset = probe_info.get("dataset", settings["dataset"])
+    X, y = data.load(dataset, "test", task=probe_info.get("task", settings.get("task")))
+    n = len(X) if args.n <= 0 else min(args.n, len(X))
+    X, y = X[torch.arange(n)].to(device), y[:n].to(device)
+    result = {"attack": {"name": args.attack, "steps": args.steps, "restarts": args.restarts}, "n": n,
+              "nominal": clean_accuracy(classifier, X, y), "adversarial": {}}
+    print(f"{'eps':>6}  {'accuracy':>8}  {'seconds':>7}")
+    print(f"{'clean':>6}  {result['nominal']:8.4f}")
+    for eps in eps_list:
+        t0 = time.perf_counter()
+        atk = make_attack(args.attack, classifier, eps, args.steps, args.restarts)
+        acc = adversarial_accuracy(classifier, X, y, atk, batch_size=args.batch_size, progress=True)
+        result["adversarial"][str(eps)] = acc
+        print(f"{eps:6g}  {acc:8.4f}  {time.perf_counter() - t0:7.1f}")
+    (Path(args.run) / "evaluation.json").write_text(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,42 @@
+"""`robustrep probe RUN`: fit the linear probe on a trained encoder's frozen posterior means."""
+from __future__ import annotations
+
+import torch
+
+from .. import data
+from ..evaluation import clean_accuracy
+from ..evaluation.probe import ProbedEncoder, save_probe, train_probe
+from ..runs import load_model, read_yaml
+from ..utils import resolve_device, seed_everything
+
+
+def register(sub) -> None:
+    from ..cli import add_common_options
+    p = sub.add_parser("probe", help="fit a linear probe on a trained encoder",
+                       description="Freeze the run's encoder, fit a linear classifier on the posterior mean "
+                       "mu(x) of the training set (plain cross-entropy, L-BFGS), report train/test accuracy, "
+                       "and save it in the run folder (probe.safetensors, probe.yaml).")
+    p.add_argument("run", help="a run folder written by `robustrep train`")
+    p.add_argument("--task", default=None, help="label task (color-mnist: digit|color; default the data set's first)")
+    p.add_argument("--dataset", default=None, help="data set to probe on (default the one the encoder was trained on)")
+    add_common_options(p)
+    p.set_defaults(func=probe)
+
+
+def probe(args) -> int:
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    settings = read_yaml(f"{args.run}/config.yaml")["training"]
+    dataset = args.dataset or settings["dataset"]
+    model = load_model(args.run, device)
+    X, y = data.load(dataset, "train", task=args.task, device=device)
+    Xt, yt = data.load(dataset, "test", task=args.task, device=device)
+    probe = train_probe(model, X, y, data.num_classes(dataset, args.task))
+    classifier = ProbedEncoder(model, probe)
+    n = min(len(Xt), 10000)
+    test_idx = torch.arange(n)
+    accs = {"train_accuracy": clean_accuracy(classifier, X[torch.arange(min(len(X), 10000))], y[:min(len(X), 10000)]),
+            "test_accuracy": clean_accuracy(classifier, Xt[test_idx], yt[:n])}
+    save_probe(args.run, probe, {"dataset": dataset, "task": args.task or data.TASKS[dataset][0], **accs})
+    print(f"probe on {dataset}: train accuracy {accs['train_accuracy']:.4f}, test accuracy {accs['test_accuracy']:.4f}")
+    return 0

@@ -1,0 +1,74 @@
+"""The linear probe (Cemgil et al. 2020, Section 4): freeze the encoder, compute the posterior mean
+mu(x) of every training image once, fit a linear classifier on it with plain cross-entropy (no
+adversarial training), and compose `probe(mu(x))` into one classifier to attack end to end."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks.base import eval_mode
+from ..errors import UserError
+from ..runs import check_run_dir, load_weights, read_yaml, save_weights, write_yaml
+
+
+class ProbedEncoder(nn.Module):
+    """x -> probe(mu(x)): the frozen encoder's posterior mean followed by the linear probe."""
+
+    def __init__(self, encoder: nn.Module, probe: nn.Linear):
+        super().__init__()
+        self.encoder, self.probe = encoder, probe
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probe(self.encoder.encode(x)[0])
+
+
+@torch.inference_mode()
+def encode_means(model: nn.Module, X, batch_size: int = 2048) -> torch.Tensor:
+    """mu(x) for every image in X (a tensor or a lazy view), in batches, without gradients."""
+    with eval_mode(model):
+        return torch.cat([model.encode(X[i:i + batch_size])[0] for i in range(0, len(X), batch_size)])
+
+
+def fit_linear(features: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int = 500) -> nn.Linear:
+    """Multinomial logistic regression by full-batch L-BFGS (deterministic, converges in seconds)."""
+    features, y = features.detach().clone(), y.detach().clone()   # plain tensors, out of inference mode
+    probe = nn.Linear(features.shape[1], num_classes).to(features.device)
+    nn.init.zeros_(probe.weight)
+    nn.init.zeros_(probe.bias)
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(probe(features), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return probe.eval()
+
+
+def train_probe(model: nn.Module, X, y: torch.Tensor, num_classes: int | None = None) -> nn.Linear:
+    """Fit the linear probe on the frozen encoder mean of `model`."""
+    num_classes = num_classes or int(y.max()) + 1
+    return fit_linear(encode_means(model, X), y.to(next(model.parameters()).device), num_classes)
+
+
+def save_probe(run_dir, probe: nn.Linear, info: dict) -> None:
+    run_dir = Path(run_dir)
+    save_weights(probe, run_dir / "probe.safetensors")
+    write_yaml(run_dir / "probe.yaml", {"in_features": probe.in_features, "num_classes": probe.out_features, **info})
+
+
+def load_probe(run_dir, device="cpu") -> nn.Linear:
+    run_dir = check_run_dir(run_dir)
+    if not (run_dir / "probe.yaml").exists():
+        raise UserError(f"{run_dir} has no linear probe yet: run `robustrep probe {run_dir}` first")
+    info = read_yaml(run_dir / "probe.yaml")
+    probe = nn.Linear(int(info["in_features"]), int(info["num_classes"]))
+    return load_weights(probe, run_dir / "probe.safetensors").to(device).eval()

@@ -1,0 +1,181 @@
+"""Reproduce Cemgil et al. 2020, Figure 5 (and Figure 4 with --dataset color-mnist): train a VAE and
+a smooth encoder with the same architecture, seed and budget; fit a linear probe on each frozen
+encoder mean; attack both composed classifiers end to end with l_inf PGD (100 steps, 10 restarts)
+at radii 0.01, 0.1, 0.2, 0.3. Writes results.json, robustness.png (Figure 5) and examples.png
+(Figure 1: x, g(f(x)), x + d, g(f(x + d))). Killed runs continue where they stopped when run again
+with the same --out.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .. import data, models, plots
+from ..attacks import PGD, predict
+from ..errors import UserError
+from ..evaluation import adversarial_accuracy, clean_accuracy
+from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe
+from ..runs import atomic_write, load_weights
+from ..training import fit
+from ..utils import resolve_device, seed_everything
+
+NAME = "smooth-encoders"
+HELP = "VAE vs smooth encoder: adversarial accuracy of a linear probe (Cemgil et al. 2020, Fig. 5)"
+
+# --quick: MNIST in about 10 minutes on 2 CPU cores. Full: the paper's settings as far as a CPU allows.
+BUDGETS = {
+    "quick": dict(epochs=10, subset=0, latent_dim=32, obs_var=0.1, gamma=10.0, select_eps=0.2, select_steps=10,
+                  n_eval=1000, attack_steps=100, restarts=10),
+    "full": dict(epochs=50, subset=0, latent_dim=32, obs_var=0.1, gamma=10.0, select_eps=0.2, select_steps=20,
+                 n_eval=10000, attack_steps=100, restarts=10),
+}
+RADII = (0.01, 0.1, 0.2, 0.3)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "color-mnist", "digits"),
+                   help="mnist (default), color-mnist (Figure 4) or digits (a tiny smoke test)")
+    p.add_argument("--task", default=None, help="probe task: digit (default) or color for color-mnist")
+    p.add_argument("--arch", default="mlp", choices=("mlp", "conv"), help="encoder/decoder architecture")
+    for key, kind in [("epochs", int), ("subset", int), ("latent_dim", int), ("obs_var", float), ("gamma", float),
+                      ("select_eps", float), ("select_steps", int), ("n_eval", int), ("attack_steps", int),
+                      ("restarts", int)]:
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
+                       help=f"override (quick {BUDGETS['quick'][key]}, full {BUDGETS['full'][key]})")
+    p.add_argument("--radii", default=",".join(map(str, RADII)), help="attack radii (default 0.01,0.1,0.2,0.3)")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def settings_from(args) -> dict:
+    s = dict(BUDGETS["quick" if args.quick else "full"])
+    for key in s:
+        if getattr(args, key, None) is not None:
+            s[key] = getattr(args, key)
+    s.update(dataset=args.dataset, task=args.task or "digit", arch=args.arch, batch_size=args.batch_size,
+             seed=args.seed, radii=[float(r) for r in str(args.radii).split(",")])
+    return s
+
+
+def _model_hparams(s: dict, input_shape) -> dict[str, dict]:
+    common = dict(input_shape=list(input_shape), latent_dim=s["latent_dim"], arch=s["arch"], obs_var=s["obs_var"])
+    return {"vae": dict(common),
+            "se": dict(common, gamma=s["gamma"], select="pgd", select_eps=s["select_eps"],
+                       select_steps=s["select_steps"])}
+
+
+def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> torch.nn.Module:
+    """Train (or continue, or reuse) one model in `run_dir` with the shared seed and budget."""
+    seed_everything(s["seed"])
+    model = models.build(name, **hparams)
+    if (run_dir / "model.safetensors").exists():
+        return load_weights(model, run_dir / "model.safetensors").to(device).eval()
+    config = {"model": name, "hparams": hparams,
+              "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")} | {"lr": 1e-3, "task": None}}
+    fit(model, X, epochs=s["epochs"], batch_size=s["batch_size"], lr=1e-3, run_dir=run_dir, seed=s["seed"],
+        device=device, resume=(run_dir / "checkpoint" / "last.pt").exists(), progress=progress, config=config)
+    return model
+
+
+def run(args) -> dict:
+    t_start = time.perf_counter()
+    s = settings_from(args)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    if s["dataset"] != "color-mnist" and s["task"] != "digit":
+        raise UserError(f"--task {s['task']} needs --dataset color-mnist")
+    partial_path = out / "results.partial.json"
+    state = json.loads(partial_path.read_text()) if partial_path.exists() else {}
+    if state.get("settings", s) != s:
+        raise UserError(f"{out} holds a run with other settings: choose a new --out or delete {partial_path}")
+    state["settings"] = s
+    state.setdefault("models", {})
+    state.setdefault("seconds_before", 0.0)
+
+    X, _ = data.load(s["dataset"], "train", task=s["task"])
+    if s["subset"]:
+        X = X[torch.arange(min(s["subset"], len(X)))]
+    Xl, yl = data.load(s["dataset"], "train", task=s["task"])          # probe on all training labels
+    Xt, yt = data.load(s["dataset"], "test", task=s["task"])
+    n_eval = min(s["n_eval"], len(Xt)) if s["n_eval"] > 0 else len(Xt)
+    gen = torch.Generator().manual_seed(s["seed"])
+    eval_idx = torch.randperm(len(Xt), generator=gen)[:n_eval].sort().values   # a fixed random test subset
+    Xe, ye = Xt[eval_idx].to(device), yt[eval_idx].to(device)
+    num_classes = data.num_classes(s["dataset"], s["task"])
+
+    classifiers = {}
+    for name, hparams in _model_hparams(s, X.shape[1:]).items():
+        run_dir = out / name
+        t0 = time.perf_counter()
+        model = train_or_resume(name, hparams, X, s, run_dir, device, progress)
+        r = state["models"].setdefault(name, {"adversarial": {}})
+        if "train_seconds" not in r:
+            r["train_seconds"] = round(time.perf_counter() - t0, 1)
+        if (run_dir / "probe.safetensors").exists():
+            probe = load_probe(run_dir, device)
+        else:
+            probe = train_probe(model, Xl, yl, num_classes)
+            save_probe(run_dir, probe, {"dataset": s["dataset"], "task": s["task"]})
+        classifier = ProbedEncoder(model, probe).to(device).eval()
+        classifiers[name] = classifier
+        r["nominal"] = clean_accuracy(classifier, Xe, ye)
+        for eps in s["radii"]:
+            if str(eps) in r["adversarial"]:
+                continue
+            t0 = time.perf_counter()
+            seed_everything(s["seed"])
+            atk = PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"])
+            r["adversarial"][str(eps)] = adversarial_accuracy(classifier, Xe, ye, atk, batch_size=500,
+                                                              progress=progress)
+            r.setdefault("attack_seconds", {})[str(eps)] = round(time.perf_counter() - t0, 1)
+            print(f"{name}: eps {eps}: adversarial accuracy {r['adversarial'][str(eps)]:.4f} "
+                  f"(nominal {r['nominal']:.4f}, {r['attack_seconds'][str(eps)]:.0f} s)", file=sys.stderr)
+            _save_state(partial_path, state, t_start)
+
+    seconds = state["seconds_before"] + time.perf_counter() - t_start
+    results = {"dataset": s["dataset"], "task": s["task"], "arch": s["arch"],
+               "attack": {"name": "pgd", "norm": "linf", "steps": s["attack_steps"], "restarts": s["restarts"]},
+               "n_eval": n_eval, "settings": s,
+               "models": {k: {"nominal": v["nominal"], "adversarial": v["adversarial"],
+                              "train_seconds": v.get("train_seconds"), "attack_seconds": v.get("attack_seconds", {})}
+                          for k, v in state["models"].items()},
+               "seconds": round(seconds, 1)}
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
+    title = f"{s['dataset']} ({s['arch']}, task {s['task']}, L={s['select_steps']}, sel. eps {s['select_eps']})"
+    plots.robustness_curve(results, out / "robustness.png", title)
+    _examples_figure(classifiers, Xe, ye, out / "examples.png", eps=0.1 if 0.1 in s["radii"] else s["radii"][0],
+                     steps=s["attack_steps"], seed=s["seed"])
+    _print_table(results)
+    return results
+
+
+def _save_state(path: Path, state: dict, t_start: float) -> None:
+    snapshot = dict(state, seconds_before=state["seconds_before"] + time.perf_counter() - t_start)
+    atomic_write(path, lambda f: f.write(json.dumps(snapshot, indent=2).encode()))
+
+
+def _examples_figure(classifiers: dict, X, y, path: Path, eps: float, steps: int, seed: int, k: int = 8) -> None:
+    rows = {}
+    for name, clf in classifiers.items():
+        seed_everything(seed)
+        x = X[:k]
+        x_adv = PGD(clf, eps=eps, steps=steps, restarts=1)(x, y[:k])
+        with torch.inference_mode():
+            enc = clf.encoder
+            rows[name] = {"x": x, "recon": enc.reconstruct(x), "x_adv": x_adv, "recon_adv": enc.reconstruct(x_adv),
+                          "pred": predict(clf, x), "pred_adv": predict(clf, x_adv)}
+    plots.attacked_examples(rows, path, title=f"PGD on probe(mu(x)), l_inf eps {eps}: x, g(f(x)), x + d, g(f(x + d))")
+
+
+def _print_table(results: dict) -> None:
+    radii = sorted(next(iter(results["models"].values()))["adversarial"], key=float)
+    print(f"{'model':<6} {'nominal':>8} " + " ".join(f"{'eps ' + r:>9}" for r in radii))
+    for name, r in results["models"].items():
+        print(f"{name:<6} {100 * r['nominal']:7.1f}% " + " ".join(f"{100 * r['adversarial'][e]:8.1f}%" for e in radii))
+    print(f"wall time {results['seconds']:.0f} s")

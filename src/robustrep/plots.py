@@ -1,0 +1,69 @@
+"""Figures (matplotlib, Agg backend: no screen needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+COLORS = {"vae": "tab:blue", "se": "tab:red", "se-random": "tab:orange"}
+
+
+def robustness_curve(results: dict, path: Path, title: str = "") -> Path:
+    """Adversarial accuracy against attack radius, one line per model, nominal accuracy dashed
+    (Cemgil et al. 2020, Figure 5)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (name, r) in enumerate(results["models"].items()):
+        color = COLORS.get(name, f"C{i}")
+        radii = sorted(r["adversarial"], key=float)
+        ax.plot([float(e) for e in radii], [100 * r["adversarial"][e] for e in radii], "o-", color=color,
+                label=name.upper())
+        ax.axhline(100 * r["nominal"], ls="--", color=color, lw=1, label=f"{name.upper()} nominal")
+    ax.set_xlabel("attack radius (l_inf)")
+    ax.set_ylabel("adversarial accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _show(ax, img: torch.Tensor) -> None:
+    img = img.detach().cpu().clamp(0, 1)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.permute(1, 2, 0))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def attacked_examples(rows: dict[str, dict[str, torch.Tensor]], path: Path, title: str = "") -> Path:
+    """For each model, columns of x, g(f(x)), x + d, g(f(x + d)) (Cemgil et al. 2020, Figure 1).
+    `rows[name]` holds tensors "x", "recon", "x_adv", "recon_adv" [K, C, H, W] and optional
+    "pred", "pred_adv" labels."""
+    names = list(rows)
+    k = len(rows[names[0]]["x"])
+    labels = ["x", "g(f(x))", "x + d", "g(f(x + d))"]
+    keys = ["x", "recon", "x_adv", "recon_adv"]
+    fig, axes = plt.subplots(4 * len(names), k, figsize=(1.1 * k, 1.15 * 4 * len(names)), squeeze=False)
+    for m, name in enumerate(names):
+        for r, key in enumerate(keys):
+            for j in range(k):
+                ax = axes[4 * m + r, j]
+                _show(ax, rows[name][key][j])
+                pred_key = {"x": "pred", "x_adv": "pred_adv"}.get(key)
+                if pred_key and pred_key in rows[name]:
+                    ax.set_title(str(int(rows[name][pred_key][j])), fontsize=7, pad=1)
+            axes[4 * m + r, 0].set_ylabel(f"{name.upper()}\n{labels[r]}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,102 @@
+"""Run directories (DESIGN.md): `config.yaml` (enough to rebuild the model), `model.safetensors`,
+`metrics.jsonl`, `checkpoint/{last,best}.pt`, and for representation models a linear probe
+(`probe.safetensors` + `probe.yaml`). Nothing is unpickled: safetensors, or torch.load(weights_only=True).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import UserError
+from .models import build
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through `write(file_object)` to a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_yaml(path: Path, data: dict) -> None:
+    atomic_write(path, lambda f: f.write(yaml.safe_dump(data, sort_keys=False).encode()))
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: is {path.parent} a robustrep run folder?") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML ({err.__class__.__name__}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} does not hold a mapping")
+    return data
+
+
+def save_weights(module: nn.Module, path: Path) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:   # safetensors writes by name
+        tmp_path = Path(tmp) / "w.safetensors"
+        save_file(tensors, str(tmp_path))
+        os.replace(tmp_path, path)
+
+
+def load_weights(module: nn.Module, path: Path) -> nn.Module:
+    try:
+        module.load_state_dict(load_file(str(path)))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: has training finished? (resume it with --resume)") from None
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise UserError(f"{path} is corrupt or does not match its config ({str(err).splitlines()[0][:120]})") from None
+    return module
+
+
+def check_run_dir(run_dir) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist: train one with `robustrep train`")
+    return run_dir
+
+
+def load_model(run_dir, device="cpu") -> nn.Module:
+    """Rebuild the model of a run from config.yaml and load its final weights."""
+    run_dir = check_run_dir(run_dir)
+    config = read_yaml(run_dir / "config.yaml")
+    model = build(config["model"], **config.get("hparams", {}))
+    return load_weights(model, run_dir / "model.safetensors").to(device).eval()
+
+
+def load_classifier(run_dir, device="cpu") -> nn.Module:
+    """A classifier mapping images to logits: the run's own model if it is a classifier, else the
+    representation model with its linear probe on the posterior mean (`robustrep probe` first)."""
+    from .evaluation.probe import ProbedEncoder, load_probe
+
+    model = load_model(run_dir, device)
+    if not hasattr(model, "encode"):
+        return model
+    return ProbedEncoder(model, load_probe(run_dir, device)).eval()
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
