@@ -1,0 +1,80 @@
+"""Wong & Kolter (2018) dual network bounds for ReLU networks over the l_inf ball (MATH.md 6).
+
+For objective vectors c (rows of C), nu_k = -c, and walking the network backwards
+(nuhat_i = W_i^T nu_{i+1}; nu_i = D_i nuhat_i for i >= 2), Theorem 1 gives the lower bound
+
+    J(x, nu) = - sum_{i=1}^{k-1} nu_{i+1}^T b_i - x^T nuhat_1 - eps ||nuhat_1||_1
+               + sum_{i=2}^{k-1} sum_{j in I_i} l_ij [nu_ij]_+          <=  min_{||x'-x||_inf <= eps} c^T z_k.
+
+The pre-activation bounds l_i, u_i that define D_i come from the same formula with c = +-e_j for every
+unit j of layer i, layer after layer (Algorithm 1, "all units at once"). Algorithm 1 propagates the
+identity *forwards* from the input; here each layer's identity is walked *backwards* to the input.
+Both compute the same products W_1^T D_2 W_2^T ... (their transposes), so the bounds are the same
+numbers; the backward order touches n_i x n_{i-1} matrices instead of n_in x n_i ones and needs no
+per-ReLU side terms, which is cheaper when the layers narrow with depth (as classifiers do).
+
+There is no [0, 1] box in the bound (as in the paper and convex_adversarial's default): the bound holds
+over the whole ball, so it is valid a fortiori on the ball intersected with the image domain.
+"""
+from __future__ import annotations
+
+import torch
+
+from .layers import Chain, ReLUBounds, group_backward
+
+
+def _eps_column(eps, batch: int, like: torch.Tensor) -> torch.Tensor | float:
+    """eps as a float or a [B, 1] column that broadcasts against [B, K]."""
+    if isinstance(eps, torch.Tensor):
+        return eps.to(like).reshape(batch, 1)
+    return float(eps)
+
+
+def _backward(chain: Chain, relus: list[ReLUBounds], top: int, nu: torch.Tensor, x: torch.Tensor):
+    """Walk nu = nu_{top+1} (the dual variable at the output of groups[top-1]) back to the input.
+
+    Returns (lin, l1, pos, neg), each [B, K], where, with nu_{top+1} = -c,
+        lin = - sum nu_{i+1}^T b_i - x^T nuhat_1,   l1 = ||nuhat_1||_1,
+        pos = sum_I l [nu]_+,                       neg = sum_I l [-nu]_+,
+    so that the lower bound on c^T z is lin - eps l1 + pos and the upper bound on c^T z (the same walk
+    for -c) is lin + eps l1 - neg.
+    """
+    acc = nu.new_zeros(nu.shape[:2])
+    pos = neg = 0.0
+    for i in reversed(range(top)):
+        nu, acc = group_backward(chain.groups[i], nu, acc)          # nuhat_{i+1}
+        if i > 0:
+            nu, p, n = relus[i - 1].backward(nu)                    # nu_{i+1} = D nuhat
+            pos, neg = pos + p, neg + n
+    flat = nu.flatten(2)                                            # nuhat_1: [B or 1, K, n_in]
+    x_dot = flat.matmul(x.flatten(1).unsqueeze(-1)).squeeze(-1)     # x^T nuhat_1, broadcast over B
+    lin = -acc - x_dot
+    l1 = flat.abs().sum(2).expand_as(lin)
+    return lin, l1, pos, neg
+
+
+def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
+    """Pre-activation bounds of every ReLU layer (Algorithm 1), in order."""
+    batch = len(x)
+    eps = _eps_column(eps, batch, x)
+    relus: list[ReLUBounds] = []
+    for top in range(1, len(chain.groups)):
+        shape = chain.shapes[top - 1]
+        n = 1
+        for s in shape:
+            n *= s
+        eye = -torch.eye(n, dtype=x.dtype, device=x.device).reshape(1, n, *shape)   # nu = -c, c = e_j
+        lin, l1, pos, neg = _backward(chain, relus, top, eye, x)
+        lower = (lin - eps * l1 + pos).reshape(batch, *shape)
+        upper = (lin + eps * l1 - neg).reshape(batch, *shape)
+        relus.append(ReLUBounds(lower, upper))
+    return relus
+
+
+def dual_bounds(chain: Chain, x: torch.Tensor, eps, c: torch.Tensor,
+                relus: list[ReLUBounds] | None = None) -> torch.Tensor:
+    """Lower bounds J(x, nu) (Theorem 1) on c^T z_k for the objectives c [B, K, *out_shape] -> [B, K]."""
+    if relus is None:
+        relus = layer_bounds(chain, x, eps)
+    lin, l1, pos, _ = _backward(chain, relus, len(chain.groups), -c, x)
+    return lin - _eps_column(eps, len(x), x) * l1 + pos
