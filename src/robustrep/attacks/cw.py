@@ -74,7 +74,7 @@ class CW(Attack):
                 won |= ok
             opt.step()
             if self.abort_early and (step + 1) % check_every == 0:
-                total = float(loss.sum())
+                total = float(loss.detach().sum())
                 if total > previous * 0.9999:
                     break
                 previous = total
