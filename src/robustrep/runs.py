@@ -38,7 +38,8 @@ def write_yaml(path: Path, data: dict) -> None:
     atomic_write(path, lambda f: f.write(yaml.safe_dump(data, sort_keys=False).encode()))
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path) -> dict:
+    path = Path(path)
     try:
         with open(path) as f:
             data = yaml.safe_load(f)

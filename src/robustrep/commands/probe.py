@@ -6,7 +6,7 @@ import torch
 from .. import data
 from ..evaluation import clean_accuracy
 from ..evaluation.probe import ProbedEncoder, save_probe, train_probe
-from ..runs import load_model, read_yaml
+from ..runs import check_run_dir, load_model, read_yaml
 from ..utils import resolve_device, seed_everything
 
 
@@ -26,7 +26,7 @@ def register(sub) -> None:
 def probe(args) -> int:
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    settings = read_yaml(f"{args.run}/config.yaml")["training"]
+    settings = read_yaml(check_run_dir(args.run) / "config.yaml")["training"]
     dataset = args.dataset or settings["dataset"]
     model = load_model(args.run, device)
     X, y = data.load(dataset, "train", task=args.task, device=device)

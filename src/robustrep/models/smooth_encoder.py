@@ -49,14 +49,16 @@ class SmoothEncoder(VAE):
             mu_a, var_a = self.encode(x)
         for _ in range(self.select_steps):
             delta.requires_grad_(True)
-            mu_b, var_b = self.encode(x + delta)
-            grad, = torch.autograd.grad(w2_squared(mu_a, var_a, mu_b, var_b).sum(), delta)
+            with torch.enable_grad():                      # selection works inside no_grad callers too
+                mu_b, var_b = self.encode(x + delta)
+                grad, = torch.autograd.grad(w2_squared(mu_a, var_a, mu_b, var_b).sum(), delta)
             with torch.no_grad():
                 delta = LinfBall.project(delta + self.select_alpha * grad.sign(), self.select_eps)
                 delta = (x + delta).clamp(0, 1) - x
         return (x + delta).detach()
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        self.check_input(x)
         x_sel = self.select(x)
         mu, var = self.encode(torch.cat([x, x_sel]))       # one forward pass for both codes
         (mu_a, mu_b), (var_a, var_b) = mu.chunk(2), var.chunk(2)

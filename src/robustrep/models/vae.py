@@ -53,6 +53,7 @@ class VAE(nn.Module):
         check_images(x, "x", shape=self.input_shape)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        self.check_input(x)
         mu, var = self.encode(x)
         recon = self.data_fidelity(x, mu, var)
         kl = kl_standard_normal(mu, var)
