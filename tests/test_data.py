@@ -103,3 +103,13 @@ def test_unknown_names_are_user_errors():
         rr.data.load("digits", "validation")
     with pytest.raises(rr.UserError, match="task"):
         rr.data.load("mnist", task="color")
+
+
+def test_color_mnist_subset_stays_lazy():
+    X, _ = rr.data.load("color-mnist", "train")
+    idx = torch.tensor([5, 100, 419999])
+    sub = rr.data.take(X, idx)
+    assert isinstance(sub, rr.data.ColoredDigits) and sub.shape == (3, 3, 28, 28)
+    assert sub.digits is X.digits
+    torch.testing.assert_close(sub[torch.tensor([2, 0])], X[torch.tensor([419999, 5])])
+    torch.testing.assert_close(rr.data.take(sub, torch.tensor([1]))[0], X[100])

@@ -5,6 +5,7 @@ import inspect
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from .. import data, models
@@ -96,7 +97,8 @@ def train(args) -> int:
         hparams = {k: getattr(args, k) for k in model_hparams(name)}
     X, y = data.load(settings["dataset"], "train", task=settings["task"])
     if settings["subset"]:
-        X, y = X[:settings["subset"]], y[:settings["subset"]]
+        first = torch.arange(min(settings["subset"], len(X)))
+        X, y = data.take(X, first), y[first]
     if not args.resume:
         cls, _ = models.MODELS[name]
         accepted = inspect.signature(cls.__init__).parameters

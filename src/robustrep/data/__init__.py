@@ -55,8 +55,13 @@ def load(name: str, split: str = "train", task: str | None = None, root: str | N
     return X, y
 
 
+def take(X, index: torch.Tensor):
+    """X[index], staying lazy for lazy views (Color-MNIST) instead of making the images."""
+    return X.subset(index) if isinstance(X, ColoredDigits) else X[index]
+
+
 def num_classes(name: str, task: str | None = None) -> int:
     return 7 if (name == "color-mnist" and task == "color") else 10
 
 
-__all__ = ["load", "num_classes", "ColoredDigits", "NAMES", "TASKS"]
+__all__ = ["load", "num_classes", "take", "ColoredDigits", "NAMES", "TASKS"]

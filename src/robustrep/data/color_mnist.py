@@ -18,19 +18,20 @@ class ColoredDigits:
     """A read-only tensor-like view of shape [7N, 3, H, W]: item i is digit i // 7 in colour i % 7.
 
     Supports len(), .shape, .dtype, .device, .to(device) and indexing by int, slice or index tensor,
-    which returns an ordinary float32 tensor in [0, 1].
+    which returns an ordinary float32 tensor in [0, 1]. `subset(index)` is a lazy view of some items.
     """
 
     dtype = torch.float32
 
-    def __init__(self, digits_uint8: torch.Tensor):
+    def __init__(self, digits_uint8: torch.Tensor, items: torch.Tensor | None = None):
         self.digits = digits_uint8            # [N, H, W] uint8
         self.colors = COLORS.to(digits_uint8.device)
+        self.items = items                    # optional [M] indices into the full 7N items
 
     @property
     def shape(self) -> torch.Size:
         n, h, w = self.digits.shape
-        return torch.Size((n * len(COLORS), 3, h, w))
+        return torch.Size((n * len(COLORS) if self.items is None else len(self.items), 3, h, w))
 
     @property
     def device(self) -> torch.device:
@@ -40,7 +41,13 @@ class ColoredDigits:
         return self.shape[0]
 
     def to(self, device) -> "ColoredDigits":
-        return ColoredDigits(self.digits.to(device))
+        items = None if self.items is None else self.items.to(device)
+        return ColoredDigits(self.digits.to(device), items)
+
+    def subset(self, index: torch.Tensor) -> "ColoredDigits":
+        """A lazy view of the items at `index` (no images are made)."""
+        index = torch.as_tensor(index, device=self.digits.device)
+        return ColoredDigits(self.digits, index if self.items is None else self.items[index])
 
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, int):
@@ -48,6 +55,8 @@ class ColoredDigits:
         if isinstance(index, slice):
             index = torch.arange(len(self))[index]
         index = torch.as_tensor(index, device=self.digits.device)
+        if self.items is not None:
+            index = self.items[index]
         n, c = index // len(COLORS), index % len(COLORS)
         gray = self.digits[n].to(torch.float32).div_(255.0)           # [B, H, W]
         return gray[:, None] * self.colors[c][:, :, None, None]       # [B, 3, H, W]

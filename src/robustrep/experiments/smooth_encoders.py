@@ -98,10 +98,11 @@ def run(args) -> dict:
     state.setdefault("models", {})
     state.setdefault("seconds_before", 0.0)
 
-    X, _ = data.load(s["dataset"], "train", task=s["task"])
-    if s["subset"]:
-        X = X[torch.arange(min(s["subset"], len(X)))]
-    Xl, yl = data.load(s["dataset"], "train", task=s["task"])          # probe on all training labels
+    Xl, yl = data.load(s["dataset"], "train", task=s["task"])          # the probe sees all training labels
+    X = Xl
+    if s["subset"]:                                                      # a fixed random subset to train on
+        pick = torch.randperm(len(Xl), generator=torch.Generator().manual_seed(s["seed"]))[:s["subset"]]
+        X = data.take(Xl, pick.sort().values)
     Xt, yt = data.load(s["dataset"], "test", task=s["task"])
     n_eval = min(s["n_eval"], len(Xt)) if s["n_eval"] > 0 else len(Xt)
     gen = torch.Generator().manual_seed(s["seed"])
