@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .layers import Chain, ReLUBounds, group_backward
+from . import ibp
+from .layers import Chain, ReLUBounds, ReshapeOp, group_backward
 
 
 def _eps_column(eps, batch: int, like: torch.Tensor) -> torch.Tensor | float:
@@ -60,6 +61,13 @@ def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
     relus: list[ReLUBounds] = []
     for top in range(1, len(chain.groups)):
         shape = chain.shapes[top - 1]
+        if top == 1 and sum(not isinstance(op, ReshapeOp) for op in chain.groups[0]) <= 1:
+            # One affine map from the input: Algorithm 1's initialisation, x^T W^T + b^T -+ eps ||W^T||_{1,:},
+            # is the interval image of the box (centre W x + b, radius eps |W| 1); no identity to transpose.
+            lower, upper = ibp.layer_bounds(Chain(chain.groups[:2], chain.input_shape, chain.shapes[:2]), x,
+                                            eps if not isinstance(eps, torch.Tensor) else eps.flatten())[0]
+            relus.append(ReLUBounds(lower, upper))
+            continue
         n = 1
         for s in shape:
             n *= s
