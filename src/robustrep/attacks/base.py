@@ -50,6 +50,15 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce",
     raise UserError(f"unknown attack loss {kind!r}: use 'ce' or 'margin'")
 
 
+def input_gradient(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Gradient of value.sum() with respect to x; zeros where value does not depend on x at all
+    (a constant or detached model), where autograd itself would raise."""
+    if not value.requires_grad:
+        return torch.zeros_like(x)
+    grad, = torch.autograd.grad(value.sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
 def is_success(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
     """Boolean [B]: misclassified (untargeted) or classified as the target (targeted)."""
     pred = logits.argmax(1)

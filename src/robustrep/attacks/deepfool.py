@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack
+from .base import Attack, input_gradient
 from ..errors import UserError
 
 
@@ -102,7 +102,7 @@ class DeepFool(Attack):
         with torch.enable_grad():
             logits = self.model(xr)
             sel = logits.gather(1, cand.reshape(-1, 1))
-            grad, = torch.autograd.grad(sel.sum(), xr)
+            grad = input_gradient(sel, xr)
         return sel.detach().view(n, k), grad.view(n, k, -1)
 
     def _keeps_label(self, x, y):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import eval_mode
+from .base import eval_mode, input_gradient
 from .norms import get_ball
 from ..errors import UserError
 from ..utils import check_images
@@ -94,7 +94,7 @@ class LatentAttack:
                 best[better], best_obj[better] = (x + delta)[better], obj[better]
             if step == self.steps:
                 break
-            grad, = torch.autograd.grad(obj.sum(), delta)
+            grad = input_gradient(obj, delta)
             with torch.no_grad():
                 delta = self.ball.project(delta + self.alpha * self.ball.step(grad), self.eps)
                 delta = (x + delta).clamp(0, 1) - x

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack, classification_loss, is_success
+from .base import Attack, classification_loss, input_gradient, is_success
 from .norms import get_ball
 from ..errors import UserError
 
@@ -75,7 +75,7 @@ class PGD(Attack):
             if step == self.steps:
                 success[alive] = won
                 break
-            grad, = torch.autograd.grad(loss.sum(), delta)
+            grad = input_gradient(loss, delta)
             with torch.no_grad():
                 if self.early_stop and won.any():
                     success[alive[won]] = True

@@ -2,3 +2,7 @@
 from .adversarial import adversarial_accuracy, clean_accuracy
 
 __all__ = ["adversarial_accuracy", "clean_accuracy"]
+from .report import robustness_report  # noqa: E402
+from .transfer import transfer_matrix  # noqa: E402
+
+__all__ += ["robustness_report", "transfer_matrix"]
