@@ -91,5 +91,8 @@ class Attack:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k != "model" and not k.startswith("_"))
+        # settings only: not the model, the norm-ball helper, or results kept from the last call
+        fields = ", ".join(f"{k}={v}" for k, v in vars(self).items()
+                           if k not in ("model", "ball") and not k.startswith("_")
+                           and not isinstance(v, (torch.Tensor, nn.Module)) and v is not None)
         return f"{type(self).__name__}({fields})"

@@ -16,8 +16,9 @@ and only points not yet flipped are iterated on. Candidates are the `candidates`
 largest clean logits (foolbox's default of 10 covers MNIST's classes).
 
 After each call the object holds the last run's per-example results: `norms` (||x_adv - x||_2, or
-l_inf), `success` (label flipped) and `rho` (`||r|| / ||x||`); `rho_adv` is their mean over the
-points it flipped, `rho_adv = |D|^-1 sum ||r(x)||_2 / ||x||_2` (the paper's Table 1).
+l_inf), `success` (a correctly classified point whose label the attack flipped) and `rho`
+(`||r||_2 / ||x||_2` whatever the norm); `rho_adv` is the mean of rho over the successes,
+`rho_adv = |D|^-1 sum ||r(x)||_2 / ||x||_2` (the paper's Table 1).
 
     >>> atk = DeepFool(classifier, steps=50, overshoot=0.02)
     >>> x_adv = atk(x, y)
@@ -45,7 +46,7 @@ class DeepFool(Attack):
 
     @property
     def rho_adv(self) -> float:
-        """Mean ||r||_2 / ||x||_2 over the points the last call flipped (nan before any call)."""
+        """Mean ||r||_2 / ||x||_2 over the points the last call flipped (nan when none)."""
         if self.rho is None or not self.success.any():
             return float("nan")
         return float(self.rho[self.success].mean())
@@ -60,7 +61,8 @@ class DeepFool(Attack):
         cand = torch.cat([y[:, None], others], 1)                     # [B, k]
         r_tot = torch.zeros_like(x)
         x_adv = x.clone()
-        active = (logits.argmax(1) == y).nonzero().squeeze(1)         # misclassified points are done
+        clean_ok = logits.argmax(1) == y
+        active = clean_ok.nonzero().squeeze(1)                        # misclassified points are done
         for _ in range(self.steps):
             if active.numel() == 0:
                 break
@@ -86,10 +88,10 @@ class DeepFool(Attack):
             r_tot[active] += step.view(-1, *x.shape[1:])
             x_adv[active] = (x[active] + (1 + self.overshoot) * r_tot[active]).clamp(0, 1)
         with torch.no_grad():
-            self.success = self.model(x_adv).argmax(1) != y
+            self.success = clean_ok & (self.model(x_adv).argmax(1) != y)
         delta = (x_adv - x).flatten(1)
         self.norms = delta.norm(dim=1) if self.norm == "l2" else delta.abs().amax(1)
-        self.rho = self.norms / x.flatten(1).norm(dim=1).clamp_min(1e-12)
+        self.rho = delta.norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)   # l_2 in both norms
         return x_adv
 
     def _candidate_gradients(self, x, cand):

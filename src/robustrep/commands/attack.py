@@ -1,0 +1,162 @@
+"""`robustrep attack RUN --attack NAME`: run one attack on a trained run's classifier (an encoder run
+is attacked end to end through its linear probe), print a table, and save the adversarial examples,
+the numbers and a figure."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import attacks, data
+from ..errors import UserError
+from ..runs import load_classifier, read_yaml
+from ..utils import resolve_device, seed_everything
+
+# name -> (builder from (classifier, args), one line of help); settings come from the flags
+ATTACKS = {
+    "fgsm": (lambda m, a: attacks.FGSM(m, eps=a.eps, norm=a.norm), "one gradient-sign step (l_inf) or gradient step (l_2)"),
+    "bim": (lambda m, a: attacks.BIM(m, eps=a.eps, steps=a.steps, norm=a.norm), "iterative FGSM, clipped to the ball"),
+    "ll": (lambda m, a: attacks.IterativeLeastLikely(m, eps=a.eps, steps=a.steps, norm=a.norm),
+           "iterative steps towards the least likely class"),
+    "pgd": (lambda m, a: attacks.PGD(m, eps=a.eps, steps=a.steps, restarts=a.restarts, norm=a.norm, loss=a.loss),
+            "projected gradient descent with random restarts"),
+    "cw": (lambda m, a: attacks.CW(m, c=a.c, kappa=a.kappa, steps=a.steps, binary_search_steps=a.search_steps),
+           "Carlini-Wagner L2 (minimal perturbation, no eps)"),
+    "deepfool": (lambda m, a: attacks.DeepFool(m, steps=a.steps, overshoot=a.overshoot, norm=a.norm),
+                 "minimal perturbation to the nearest boundary (no eps); reports rho_adv"),
+    "universal": (lambda m, a: attacks.UniversalPerturbation(m, eps=a.eps, norm=a.norm),
+                  "one perturbation for all images, fitted on training images"),
+    "onepixel": (lambda m, a: attacks.OnePixel(m, pixels=a.pixels, steps=a.steps, popsize=a.popsize),
+                 "black-box differential evolution on --pixels pixels"),
+    "spatial": (lambda m, a: attacks.Spatial(m, max_angle=a.max_angle, max_shift=a.max_shift),
+                "worst rotation (<= 30 deg) and translation (<= 10%) on a grid"),
+    "square": (lambda m, a: attacks.Square(m, eps=a.eps, queries=a.queries), "score-based black-box, l_inf"),
+}
+
+
+def register(sub) -> None:
+    from ..cli import add_common_options
+    lines = "\n".join(f"  {k:10s} {v[1]}" for k, v in ATTACKS.items())
+    p = sub.add_parser("attack", help="attack a run's classifier; table, adversarial examples, figure",
+                       description="Attack the classifier of RUN on test images and print accuracy, success\n"
+                       "rate, mean perturbation norms and time. Writes adversarial.safetensors (x, x_adv,\n"
+                       "y, predictions), attack.json and attack.png to --out.\n\nattacks:\n" + lines,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a run folder (an encoder run needs `robustrep probe` first)")
+    p.add_argument("--attack", default="pgd", help=f"one of {', '.join(ATTACKS)} (default pgd)")
+    p.add_argument("--eps", type=float, default=0.1, help="budget for fgsm, bim, ll, pgd, universal, square (default 0.1)")
+    p.add_argument("--norm", default=None, help="linf or l2 for fgsm, bim, ll, pgd, universal (default linf) and "
+                   "deepfool (default l2)")
+    p.add_argument("--steps", type=int, default=None, help="iterations (default: 40 pgd, 10 bim/ll, 100 cw, 50 deepfool, "
+                   "75 onepixel)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
+    p.add_argument("--loss", default="ce", help="PGD loss: ce (default) or margin")
+    p.add_argument("--c", type=float, default=1.0, help="CW: initial trade-off constant (default 1)")
+    p.add_argument("--kappa", type=float, default=0.0, help="CW: confidence margin (default 0)")
+    p.add_argument("--search-steps", type=int, default=5, help="CW: binary search steps over c (default 5)")
+    p.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot (default 0.02)")
+    p.add_argument("--pixels", type=int, default=1, help="onepixel: pixels changed (default 1)")
+    p.add_argument("--popsize", type=int, default=400, help="onepixel: population per image (default 400)")
+    p.add_argument("--queries", type=int, default=1000, help="square: queries per image (default 1000)")
+    p.add_argument("--max-angle", type=float, default=30.0, help="spatial: largest rotation in degrees (default 30)")
+    p.add_argument("--max-shift", type=float, default=0.1, help="spatial: largest shift, fraction of the image (default 0.1)")
+    p.add_argument("--dataset", default=None, help="data set to attack (default: the run's)")
+    p.add_argument("--n", type=int, default=500, help="test points to attack (default 500; 0 for all)")
+    p.add_argument("--batch-size", type=int, default=500, help="points attacked at once (default 500)")
+    p.add_argument("--out", default=None, help="folder for the outputs (default RUN/attack-NAME)")
+    add_common_options(p)
+    p.set_defaults(func=attack)
+
+
+DEFAULT_STEPS = {"pgd": 40, "bim": 10, "ll": 10, "cw": 100, "deepfool": 50, "onepixel": 75}
+
+
+def _dataset(run: Path, name: str | None):
+    if name is not None:
+        return name, None
+    config = read_yaml(run / "config.yaml")
+    probe = read_yaml(run / "probe.yaml") if (run / "probe.yaml").exists() else {}
+    training = config.get("training", {})
+    return probe.get("dataset", training.get("dataset", "mnist")), probe.get("task", training.get("task"))
+
+
+def attack(args) -> int:
+    if args.attack not in ATTACKS:
+        raise UserError(f"unknown attack {args.attack!r}: choose one of {', '.join(ATTACKS)}")
+    if args.n < 0 or args.batch_size < 1:
+        raise UserError("--n must be >= 0 and --batch-size >= 1")
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    run = Path(args.run)
+    classifier = load_classifier(run, device)
+    dataset, task = _dataset(run, args.dataset)
+    X, y = data.load(dataset, "test", task=task)
+    n = len(X) if args.n == 0 else min(args.n, len(X))
+    X, y = X[:n].to(device), y[:n].to(device)
+    if args.steps is None:
+        args.steps = DEFAULT_STEPS.get(args.attack, 40)
+    if args.norm is None:
+        args.norm = "l2" if args.attack == "deepfool" else "linf"
+    atk = ATTACKS[args.attack][0](classifier, args)
+
+    extra = {}
+    t0 = time.perf_counter()
+    if args.attack == "universal":
+        X_fit, _ = data.load(dataset, "train", task=task)
+        atk.fit(X_fit[:min(2000, len(X_fit))].to(device))
+        extra["fooling_rate_fit"] = atk.fooling_rate
+    pieces, rho = [], []
+    for i in range(0, n, args.batch_size):
+        pieces.append(atk(X[i:i + args.batch_size], y[i:i + args.batch_size]))
+        if args.attack == "deepfool":
+            rho.append(atk.rho[atk.success])
+    X_adv = torch.cat(pieces) if pieces else X.clone()
+    seconds = time.perf_counter() - t0
+
+    pred = attacks.predict(classifier, X)
+    pred_adv = attacks.predict(classifier, X_adv)
+    correct = pred == y
+    delta = (X_adv - X).flatten(1)
+    attacked = correct if correct.any() else torch.ones_like(correct)
+    result = {
+        "attack": args.attack, "settings": repr(atk), "dataset": dataset, "n": n,
+        "clean_accuracy": float(correct.float().mean()),
+        "adversarial_accuracy": float((correct & (pred_adv == y)).float().mean()),
+        "success_rate": float((pred_adv[correct] != y[correct]).float().mean()) if correct.any() else 0.0,
+        "mean_l2": float(delta.norm(dim=1)[attacked].mean()),
+        "mean_linf": float(delta.abs().amax(1)[attacked].mean()),
+        "seconds": seconds, "ms_per_image": 1000 * seconds / max(n, 1), **extra,
+    }
+    if args.attack == "deepfool":
+        rho = torch.cat(rho)
+        result["rho_adv"] = float(rho.mean()) if len(rho) else float("nan")
+    if args.attack == "universal":
+        result["fooling_rate"] = float((pred_adv != pred).float().mean())
+
+    out = Path(args.out) if args.out else run / f"attack-{args.attack}"
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+    save_file({"x": X.cpu().contiguous(), "x_adv": X_adv.cpu().contiguous(), "y": y.cpu(), "pred": pred.cpu(),
+               "pred_adv": pred_adv.cpu()}, str(out / "adversarial.safetensors"))
+    (out / "attack.json").write_text(json.dumps(result, indent=2))
+    from ..attacks.plots import plot_examples, plot_universal
+    title = f"{args.attack} on {run.name}: accuracy {result['clean_accuracy']:.3f} -> {result['adversarial_accuracy']:.3f}"
+    show = correct.nonzero().squeeze(1)[:8] if correct.any() else torch.arange(min(8, n))
+    plot_examples(X[show], X_adv[show], y[show], pred[show], pred_adv[show], out / "attack.png", title=title)
+    if args.attack == "universal":
+        plot_universal(atk.perturbation, X[:6], pred[:6], pred_adv[:6], out / "universal.png",
+                       title=f"fooling rate {result['fooling_rate']:.3f}")
+
+    rows = [("attack", args.attack), ("points", str(n)), ("clean accuracy", f"{result['clean_accuracy']:.4f}"),
+            ("adversarial accuracy", f"{result['adversarial_accuracy']:.4f}"),
+            ("success rate", f"{result['success_rate']:.4f}"), ("mean l2", f"{result['mean_l2']:.4f}"),
+            ("mean linf", f"{result['mean_linf']:.4f}"), ("seconds", f"{seconds:.2f}")]
+    rows += [(k.replace("_", " "), f"{result[k]:.4f}") for k in ("rho_adv", "fooling_rate") if k in result]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print(f"wrote {out / 'adversarial.safetensors'}, {out / 'attack.json'}, {out / 'attack.png'}")
+    return 0
