@@ -58,31 +58,36 @@ class PGD(Attack):
         return x_adv
 
     def _one_run(self, x, goal, targeted):
-        """One restart on a sub-batch: returns (x_final, success [B], loss [B])."""
+        """One restart on a sub-batch: returns (x_final, success [B], loss [B]).
+
+        The iterate itself is the leaf the gradient is taken at (its gradient equals that of delta).
+        An example's result is written out once, when it leaves: at its first successful iterate
+        (early stop) or after the last step; the live batch is re-sliced only when examples leave."""
         delta = self.ball.random_start(x, self.eps) if self.random_start else torch.zeros_like(x)
-        delta = ((x + delta).clamp(0, 1) - x).detach()
         x_out = x.clone()
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         final_loss = torch.full((len(x),), float("-inf"), device=x.device)
         alive = torch.arange(len(x), device=x.device)        # indices still being attacked
+        xa, ga = x, goal
+        x_try = (x + delta).clamp(0, 1).detach()
         for step in range(self.steps + 1):
-            delta.requires_grad_(True)
-            logits = self.model(x[alive] + delta)
-            loss = classification_loss(logits, goal[alive], self.loss, targeted)
-            won = is_success(logits, goal[alive], targeted).detach()
-            x_out[alive] = (x[alive] + delta).detach()
-            final_loss[alive] = loss.detach()
+            x_try.requires_grad_(True)
+            logits = self.model(x_try)
+            loss = classification_loss(logits, ga, self.loss, targeted)
+            won = is_success(logits, ga, targeted).detach()
             if step == self.steps:
-                success[alive] = won
+                x_out[alive], final_loss[alive], success[alive] = x_try.detach(), loss.detach(), won
                 break
-            grad = input_gradient(loss, delta)
+            grad = input_gradient(loss, x_try)
             with torch.no_grad():
+                x_try = x_try.detach()
                 if self.early_stop and won.any():
-                    success[alive[won]] = True
+                    done = alive[won]
+                    x_out[done], final_loss[done], success[done] = x_try[won], loss[won], True
                     keep = ~won
-                    alive, delta, grad = alive[keep], delta[keep], grad[keep]
+                    alive, x_try, grad, xa, ga = alive[keep], x_try[keep], grad[keep], xa[keep], ga[keep]
                     if alive.numel() == 0:
                         break
-                delta = self.ball.project(delta + self.alpha * self.ball.step(grad), self.eps)
-                delta = (x[alive] + delta).clamp(0, 1) - x[alive]
+                delta = self.ball.project(x_try - xa + self.alpha * self.ball.step(grad), self.eps)
+                x_try = (xa + delta).clamp_(0, 1)
         return x_out, success, final_loss
