@@ -8,8 +8,9 @@ Change of variables `x' = (tanh(w) + 1) / 2` keeps x' in the box; Adam minimises
 `max(max_{i != t} Z_i - Z_t, -kappa)`), MATH.md 5. A binary search over c (per example) follows:
 c is halved towards the last failure after a success and multiplied by 10 while no success is known.
 Among all iterates that succeed with margin kappa, the one with the smallest l_2 distance is kept;
-points never broken are returned unchanged. With `abort_early`, a search step stops when the loss
-has not fallen by 0.01% over a tenth of the steps (the reference implementation's rule).
+points never broken are returned unchanged. With `abort_early`, an example leaves a search step
+when its loss has not fallen by 0.01% over a tenth of the steps (the reference implementation's
+rule, per example), so converged points stop costing forward passes.
 
     >>> atk = CW(classifier, c=1.0, kappa=0.0, steps=100, lr=0.01, binary_search_steps=5)
     >>> x_adv = atk(x, y)
@@ -19,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack, classification_loss
+from .base import Attack, classification_loss, input_gradient
 from ..errors import UserError
 
 
@@ -52,30 +53,48 @@ class CW(Attack):
         return best
 
     def _search(self, x, goal, targeted, w0, c, best, best_l2):
-        """One Adam run at fixed c; updates best / best_l2 in place, returns who succeeded [B]."""
-        w = w0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([w], lr=self.lr)
-        won = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        check_every, previous = max(self.steps // 10, 1), float("inf")
+        """One Adam run at fixed c; updates best / best_l2 in place, returns who succeeded [B].
+
+        Adam is written out (elementwise, as torch.optim.Adam with default betas) so that an example
+        can leave the batch: with `abort_early`, an example whose loss has not fallen by 0.01% over
+        a tenth of the steps stops (the reference rule, applied per example rather than per batch)."""
+        n = len(x)
+        won = torch.zeros(n, dtype=torch.bool, device=x.device)
+        alive = torch.arange(n, device=x.device)
+        w, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
+        xa, ga, ca = x, goal, c
+        previous = torch.full((n,), float("inf"), device=x.device)
+        check_every = max(self.steps // 10, 1)
+        beta1, beta2 = 0.9, 0.999
         for step in range(self.steps):
+            w.requires_grad_(True)
             x_new = (torch.tanh(w) + 1) / 2
             logits = self.model(x_new)
-            l2 = (x_new - x).flatten(1).pow(2).sum(1)
+            l2 = (x_new - xa).flatten(1).pow(2).sum(1)
             # the CW margin, positive once the attack succeeds: f = max(-margin, -kappa)
-            margin = classification_loss(logits, goal, "margin", targeted)
-            loss = l2 + c * (-margin).clamp(min=-self.kappa)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
+            margin = classification_loss(logits, ga, "margin", targeted)
+            loss = l2 + ca * (-margin).clamp(min=-self.kappa)
+            grad = input_gradient(loss, w)
             with torch.no_grad():
+                w = w.detach()
                 ok = margin >= self.kappa if self.kappa > 0 else margin > 0
-                better = ok & (l2 < best_l2)
-                best_l2[better] = l2[better]
-                best[better] = x_new[better]
-                won |= ok
-            opt.step()
-            if self.abort_early and (step + 1) % check_every == 0:
-                total = float(loss.detach().sum())
-                if total > previous * 0.9999:
-                    break
-                previous = total
+                better = ok & (l2 < best_l2[alive])
+                best_l2[alive[better]] = l2[better]
+                best[alive[better]] = x_new[better]
+                won[alive[ok]] = True
+                t = step + 1
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step_size = self.lr / (1 - beta1 ** t)
+                w.addcdiv_(m, (v / (1 - beta2 ** t)).sqrt_().add_(1e-8), value=-step_size)
+                if self.abort_early and t % check_every == 0:
+                    loss = loss.detach()
+                    stalled = loss > previous[alive] - 1e-4 * previous[alive].abs()
+                    previous[alive] = loss
+                    if stalled.any():
+                        keep = ~stalled
+                        alive, w, m, v, xa, ga, ca = (alive[keep], w[keep], m[keep], v[keep], xa[keep], ga[keep],
+                                                      ca[keep])
+                        if alive.numel() == 0:
+                            break
         return won
