@@ -454,3 +454,15 @@ def test_bad_settings_are_user_errors():
         LatentAttack(model, divergence="js")
     with pytest.raises(UserError):
         OnePixel(model)(torch.rand(2, 64), torch.tensor([0, 1]))
+
+
+def test_latent_attack_on_the_smooth_encoder():
+    se = rr.models.build("se", input_shape=(1, 8, 8), latent_dim=4, arch="mlp")
+    x = torch.rand(6, 1, 8, 8)
+    atk = LatentAttack(se, eps=0.1, steps=10)
+    x_adv = atk(x)
+    with torch.no_grad():
+        ref = se.encode(x)
+        noise = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
+        assert (atk.objective(x_adv, ref) > atk.objective(noise, ref)).all()
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6

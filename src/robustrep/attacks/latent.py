@@ -25,17 +25,14 @@ from torch import nn
 
 from .base import eval_mode, input_gradient
 from .norms import get_ball
+from ..divergences import w2_squared
 from ..errors import UserError
 from ..utils import check_images
 
 
-def w2_squared(mu_a, var_a, mu_b, var_b):
-    """Squared 2-Wasserstein distance between diagonal Gaussians, summed over the last dim: [B]."""
-    return (mu_a - mu_b).pow(2).sum(-1) + (var_a.clamp_min(0).sqrt() - var_b.clamp_min(0).sqrt()).pow(2).sum(-1)
-
-
 def kl_gaussians(mu_a, var_a, mu_b, var_b):
-    """KL(N(mu_a, var_a) || N(mu_b, var_b)) for diagonal Gaussians, summed over the last dim: [B]."""
+    """KL(N(mu_a, var_a) || N(mu_b, var_b)) for diagonal Gaussians, summed over the last dim: [B].
+    (W2 comes from rr.divergences, which has no Gaussian-to-Gaussian KL.)"""
     var_a, var_b = var_a.clamp_min(1e-12), var_b.clamp_min(1e-12)
     return 0.5 * (var_a / var_b + (mu_b - mu_a).pow(2) / var_b - 1 + var_b.log() - var_a.log()).sum(-1)
 
