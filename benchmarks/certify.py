@@ -1,7 +1,7 @@
 """Time and tightness of our Wong & Kolter dual bounds against convex_adversarial (the authors' code) on the
 same network and batch; auto_LiRPA's CROWN too when it is installed (it needs torch < 1.13, so usually not).
 
-    python benchmarks/certify.py [--batch 50] [--repeats 5] [--quick]
+    python benchmarks/certify.py [--batch 50] [--repeats 5] [--quick] [--run RUN_DIR ...]
 
 Writes benchmarks/results/certify.json: per network, median seconds of the certificate (no gradient) and
 of the robust loss with its backward pass, ours vs theirs and the ratio ours/theirs (< 1: we are faster);
@@ -99,6 +99,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--quick", action="store_true", help="MLPs only (the conv net takes a minute)")
+    parser.add_argument("--run", action="append", default=[],
+                        help="also a trained classifier run folder (e.g. runs/wk-table1/robust); repeatable")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "certify.json"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -116,6 +118,9 @@ def main():
             ("mlp 784-500-500-10", mlp((1, 28, 28), 10, [500, 500]))]
     if not args.quick:
         nets.append(("wk-conv (Table 1 net)", wk_conv((1, 28, 28), 10)))
+    from robustrep.runs import load_classifier
+    for run in args.run:
+        nets.append((f"trained {run}", load_classifier(run).net))
     rows = []
     for name, net in nets:
         for batch in sorted({args.batch, 10} if "conv" in name else {args.batch}):

@@ -286,3 +286,29 @@ def test_classifier_with_front_end_is_not_certified_behind_its_back():
         margin_bounds(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 0.1)
     with pytest.raises(UserError):
         rr.models.build("classifier", input_shape=(1, 8, 8), arch="mlp", front_end="dct", front_k=10, robust="dual")
+
+
+def test_grouped_dilated_convolutions_are_transposed_exactly():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, groups=2), nn.ReLU(),
+                        nn.Conv2d(4, 4, 2, stride=1, groups=4, bias=False), nn.ReLU(), nn.Flatten(),
+                        nn.LazyLinear(3)).double()
+    x = torch.rand(4, 2, 9, 9, dtype=torch.float64)
+    net(x)
+    y = net(x).argmax(1)
+    assert torch.allclose(margin_bounds(net, x, y, 0.0, "dual"), margins(net, x, y), atol=1e-10)
+    bound = margin_bounds(net, x, y, 0.05, "dual")
+    assert (bound <= margin_bounds(net, x, y, 0.0, "dual") + 1e-12).all()
+    with torch.no_grad():
+        for _ in range(30):
+            assert (margins(net, x + 0.05 * torch.sign(torch.randn_like(x)), y) >= bound - 1e-9).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["dual", "ibp"])
+def test_same_bounds_on_cuda(method):
+    net = convnet(0, torch.float64)
+    x, y = torch.rand(4, 1, 12, 12, dtype=torch.float64), torch.tensor([1, 2, 3, 4])
+    cpu = margin_bounds(net, x, y, 0.05, method)
+    gpu = margin_bounds(net.cuda(), x.cuda(), y.cuda(), 0.05, method)
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-8)
