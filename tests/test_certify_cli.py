@@ -68,3 +68,12 @@ def test_reproduce_wong_kolter_smoke(tmp_path, capsys):
     assert (out / "table1.png").exists() and (out / "figure6.png").exists()
     assert len(res["figure6"]["curves"]) == 3
     assert "paper" in capsys.readouterr().out
+
+
+def test_certify_refuses_a_front_end_model_before_attacking(tmp_path, capsys):
+    out = tmp_path / "front"
+    assert main(["train", "classifier", "--dataset", "digits", "--arch", "mlp", "--front-end", "haar", "--front-k", "16",
+                 "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    assert main(["certify", str(out), "--n", "20"]) == 2
+    assert "SparsifyingFrontEnd" in capsys.readouterr().err
+    assert main(["certify", str(out), "--n", "20", "--method", "theorem2"]) == 2      # not 1-Lipschitz either

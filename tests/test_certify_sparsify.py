@@ -58,6 +58,15 @@ def test_front_end_attenuates_random_sign_perturbations():
     assert moved.mean() < 0.5 * e.pow(2).sum((1, 2, 3)).sqrt().mean()
 
 
+def test_front_end_first_called_in_inference_mode_still_differentiates():
+    front = SparsifyingFrontEnd(k=10, basis="haar")
+    with torch.inference_mode():
+        front(torch.rand(2, 1, 8, 8))
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    front(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_front_end_rejects_bad_settings():
     with pytest.raises(UserError):
         SparsifyingFrontEnd(k=5, basis="fourier")

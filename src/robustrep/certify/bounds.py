@@ -60,7 +60,7 @@ def margin_bounds(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps, method:
     logits' l_inf perturbation (Gopalakrishnan et al.; loose unless the weights are l1-constrained).
     Differentiable in the network's parameters (and in x)."""
     seq = _check(net, x, y, eps, method)
-    chain = parse(seq, x)
+    chain = parse(seq, x)        # also for "theorem2": a layer outside the frame (a front end) voids it
     if len(chain.shapes[-1]) != 1:
         raise UserError(f"the network must end in logits [batch, classes], got [batch, {chain.shapes[-1]}]")
     num_classes = chain.shapes[-1][0]

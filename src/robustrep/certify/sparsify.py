@@ -75,7 +75,8 @@ class SparsifyingFrontEnd(nn.Module):
         key = (h, w, dtype, device)
         if key not in self._cache:
             make = dct_matrix if self.basis == "dct" else haar_matrix
-            self._cache[key] = (make(h, dtype, device), make(w, dtype, device))
+            with torch.inference_mode(False):      # a first call under inference_mode must not cache
+                self._cache[key] = (make(h, dtype, device), make(w, dtype, device))   # tensors autograd refuses
         return self._cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from .. import data
 from ..attacks import FGSM, PGD
 from ..certify import METHODS, certified_accuracy
+from ..certify.layers import as_sequential, parse
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
@@ -88,6 +89,8 @@ def certify(args) -> int:
     X, y = data.load(settings["dataset"], "test", task=settings.get("task"))
     n = len(X) if args.n <= 0 else min(args.n, len(X))
     X, y = X[torch.arange(n)].to(device), y[:n].to(device)
+    if any(m in ("dual", "ibp") for m in methods):
+        parse(as_sequential(classifier), X[:1])          # an uncertifiable model fails now, not after the attacks
     result = certify_table(classifier, X, y, eps_list, methods, args.steps, args.restarts, args.batch_size)
     result["attack"] = {"pgd_steps": args.steps, "restarts": args.restarts}
     print(format_table(result, methods))
