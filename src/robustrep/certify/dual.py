@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from . import ibp
-from .layers import Chain, ReLUBounds, ReshapeOp, group_backward
+from .layers import Chain, ReLUBounds, ReshapeOp, group_backward, group_interval
 
 
 def _eps_column(eps, batch: int, like: torch.Tensor) -> torch.Tensor | float:
@@ -57,6 +57,7 @@ def _backward(chain: Chain, relus: list[ReLUBounds], top: int, nu: torch.Tensor,
 def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
     """Pre-activation bounds of every ReLU layer (Algorithm 1), in order."""
     batch = len(x)
+    box = ibp.input_box(x, eps)
     eps = _eps_column(eps, batch, x)
     relus: list[ReLUBounds] = []
     for top in range(1, len(chain.groups)):
@@ -64,9 +65,7 @@ def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
         if top == 1 and sum(not isinstance(op, ReshapeOp) for op in chain.groups[0]) <= 1:
             # One affine map from the input: Algorithm 1's initialisation, x^T W^T + b^T -+ eps ||W^T||_{1,:},
             # is the interval image of the box (centre W x + b, radius eps |W| 1); no identity to transpose.
-            lower, upper = ibp.layer_bounds(Chain(chain.groups[:2], chain.input_shape, chain.shapes[:2]), x,
-                                            eps if not isinstance(eps, torch.Tensor) else eps.flatten())[0]
-            relus.append(ReLUBounds(lower, upper))
+            relus.append(ReLUBounds(*group_interval(chain.groups[0], *box)))
             continue
         n = 1
         for s in shape:

@@ -12,7 +12,7 @@ import torch
 from .layers import Chain, group_backward, group_interval
 
 
-def _input_box(x: torch.Tensor, eps):
+def input_box(x: torch.Tensor, eps):
     if isinstance(eps, torch.Tensor):
         eps = eps.to(x).reshape(-1, *([1] * (x.dim() - 1)))
     return x - eps, x + eps
@@ -20,7 +20,7 @@ def _input_box(x: torch.Tensor, eps):
 
 def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Interval bounds (l, u) of the input of every ReLU layer, in order."""
-    lo, hi = _input_box(x, eps)
+    lo, hi = input_box(x, eps)
     out = []
     for group in chain.groups[:-1]:
         lo, hi = group_interval(group, lo, hi)
@@ -31,7 +31,7 @@ def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[tuple[torch.Tensor,
 
 def ibp_bounds(chain: Chain, x: torch.Tensor, eps, c: torch.Tensor) -> torch.Tensor:
     """Lower bounds on c^T z_k for the objectives c [B, K, *out_shape] -> [B, K]."""
-    lo, hi = _input_box(x, eps)
+    lo, hi = input_box(x, eps)
     for group in chain.groups[:-1]:
         lo, hi = group_interval(group, lo, hi)
         lo, hi = lo.clamp(min=0), hi.clamp(min=0)
