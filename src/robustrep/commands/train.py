@@ -65,8 +65,9 @@ def register(sub) -> None:
         group = mp.add_argument_group(f"{name} hyper-parameters")
         for key, default in model_hparams(name).items():
             kind = _parse_bool if isinstance(default, bool) else type(default)
+            explain = getattr(cls, "HPARAM_HELP", {}).get(key, "")
             group.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=default,
-                               help=f"(default {default})")
+                               help=f"{explain} (default {default})".strip())
         add_training_options(mp)
         mp.set_defaults(func=train)
     p.set_defaults(func=lambda args: p.print_help() or 2)

@@ -28,6 +28,11 @@ SELECTIONS = ("pgd", "random")
 
 @register("se")
 class SmoothEncoder(VAE):
+    HPARAM_HELP = {**VAE.HPARAM_HELP, "gamma": "coupling strength of the entropic W2 term",
+                   "select": "selection of the fictive point: pgd or random",
+                   "select_eps": "l_inf radius of the selection ball",
+                   "select_steps": "selection iteration budget L", "select_alpha": "selection step (0: 2.5 eps / L)"}
+
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
                  obs_var: float = 1.0, gamma: float = 1.0, select: str = "pgd", select_eps: float = 0.1,
                  select_steps: int = 20, select_alpha: float = 0.0):

@@ -20,6 +20,10 @@ from .registry import register
 @register("beta-vae", beta=4.0)
 @register("vae")
 class VAE(nn.Module):
+    HPARAM_HELP = {"latent_dim": "latent dimensions d", "arch": "encoder/decoder: mlp (4x200 ReLU) or conv",
+                   "hidden": "units per hidden layer", "obs_var": "decoder observation variance v",
+                   "beta": "weight of the KL term (beta-VAE)"}
+
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
                  obs_var: float = 1.0, beta: float = 1.0):
         super().__init__()
