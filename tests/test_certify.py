@@ -312,3 +312,20 @@ def test_same_bounds_on_cuda(method):
     cpu = margin_bounds(net, x, y, 0.05, method)
     gpu = margin_bounds(net.cuda(), x.cuda(), y.cuda(), 0.05, method)
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-8)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_fold_transpose_of_a_first_convolution_equals_conv_transpose(dilation):
+    from robustrep.certify.layers import Conv2dOp
+    torch.manual_seed(5)
+    conv = nn.Conv2d(1, 12, 3, stride=2, padding=1, dilation=dilation).double()     # 1*9 <= 12: the fold path
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+    op = Conv2dOp(conv, (1, 12, 12), tuple(conv(x).shape[1:]))
+    nu = torch.randn(3, 5, *op.out_shape, dtype=torch.float64)
+    ref = torch.nn.functional.conv_transpose2d(nu.flatten(0, 1), conv.weight, None, conv.stride, conv.padding,
+                                               op.output_padding, 1, conv.dilation).view(3, 5, 1, 12, 12)
+    assert torch.allclose(op.transpose(nu), ref, atol=1e-12)
+    # and it is the adjoint: <nu, W x> = <W^T nu, x>
+    lhs = (nu * conv(x).sub(conv.bias.view(1, -1, 1, 1)).unsqueeze(1)).flatten(2).sum(2)
+    rhs = (op.transpose(nu) * x.unsqueeze(1)).flatten(2).sum(2)
+    assert torch.allclose(lhs, rhs, atol=1e-10)

@@ -95,6 +95,14 @@ class Conv2dOp(AffineOp):
 
     def transpose(self, nu):
         lead = nu.shape[:2]
+        layer = self.layer
+        k = layer.kernel_size[0] * layer.kernel_size[1]
+        if layer.groups == 1 and layer.in_channels * k <= layer.out_channels:
+            # Few input channels (the first convolution of an image net): W^T nu as one matrix product to
+            # the patches and a fold (col2im) is ~2.5x faster on CPU than conv_transpose2d here.
+            cols = layer.weight.flatten(1).T.matmul(nu.reshape(-1, self.out_shape[0], self.out_shape[1] * self.out_shape[2]))
+            out = F.fold(cols, self.in_shape[1:], layer.kernel_size, layer.dilation, self.padding, layer.stride)
+            return out.reshape(*lead, *self.in_shape)
         out = F.conv_transpose2d(nu.reshape(-1, *self.out_shape), self.layer.weight, None, self.layer.stride,
                                  self.padding, self.output_padding, self.layer.groups, self.layer.dilation)
         return out.reshape(*lead, *self.in_shape)
