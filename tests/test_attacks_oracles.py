@@ -41,7 +41,12 @@ def train_digits_mlp():
 
 @pytest.fixture(scope="module")
 def trained():
-    return train_digits_mlp()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # module fixtures run before the function-scoped one_thread
+    try:
+        return train_digits_mlp()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def accuracy(model, x, y):
