@@ -466,3 +466,14 @@ def test_latent_attack_on_the_smooth_encoder():
         noise = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
         assert (atk.objective(x_adv, ref) > atk.objective(noise, ref)).all()
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_runs_on_cuda(name):
+    make, _ = ATTACKS[name]
+    model = small_net().cuda()
+    x, y = torch.rand(12, 1, 8, 8, device="cuda"), torch.randint(0, 10, (12,), device="cuda")
+    x_adv = make(model)(x, y)
+    assert x_adv.device == x.device and x_adv.shape == x.shape
+    assert rr.evaluation.adversarial_accuracy(model, x, y, make(model)) <= rr.evaluation.clean_accuracy(model, x, y)

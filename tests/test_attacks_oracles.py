@@ -1,6 +1,5 @@
 """Our attacks against peer libraries used as oracles, on the same small trained model
 (torchattacks and foolbox are imported here only, never by the package)."""
-import numpy as np
 import pytest
 import torch
 from torch import nn
