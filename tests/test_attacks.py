@@ -477,3 +477,23 @@ def test_attack_runs_on_cuda(name):
     x_adv = make(model)(x, y)
     assert x_adv.device == x.device and x_adv.shape == x.shape
     assert rr.evaluation.adversarial_accuracy(model, x, y, make(model)) <= rr.evaluation.clean_accuracy(model, x, y)
+
+
+@pytest.mark.parametrize("method", ["ibp", "dual"])
+def test_attacks_stay_inside_certified_margin_bounds(method):
+    # ART's test_interval idea: no attack within eps can push a margin z_y - z_j below its certified
+    # lower bound; an attack that did would be breaking its budget (or the bound is wrong)
+    model = small_net()
+    x = 0.2 + 0.6 * torch.rand(40, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps = 0.05
+    with torch.no_grad():
+        bound = rr.certify.margin_bounds(model, x, y, eps, method=method)
+    for atk in (FGSM(model, eps=eps), BIM(model, eps=eps, steps=10), PGD(model, eps=eps, steps=20, loss="margin"),
+                Square(model, eps=eps, queries=100)):
+        x_adv = atk(x, y)
+        with torch.no_grad():
+            z = model(x_adv)
+        margins = z.gather(1, y[:, None]) - z
+        assert (margins >= bound - 1e-4).all(), type(atk).__name__
