@@ -291,7 +291,9 @@ def test_spatial_transform_integer_shift_is_a_zero_filled_roll():
 def test_spatial_returns_the_worst_grid_point_per_example():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(100, 3))
-    x = torch.rand(6, 1, 10, 10)
+    with torch.no_grad():     # a margin for class 0 that some transforms overcome and others do not
+        model[1].bias.copy_(torch.tensor([0.3, 0.0, 0.0]) - 0.5 * model[1].weight.sum(1))
+    x = torch.rand(12, 1, 10, 10)
     with torch.no_grad():
         y = model(x).argmax(1)
     atk = Spatial(model, max_angle=30, max_shift=0.1, angles=7, shifts=3)
@@ -299,10 +301,16 @@ def test_spatial_returns_the_worst_grid_point_per_example():
     assert (params[:, 0].abs() <= 30 + 1e-5).all() and (params[:, 1:].abs() <= 0.1 + 1e-6).all()
     assert torch.allclose(x_adv, transform(x, *params.T).clamp(0, 1), atol=1e-5)
     with torch.no_grad():
-        worst = torch.stack([rr.attacks.classification_loss(model(transform(x, *g.expand(6, 3).T)), y)
+        worst = torch.stack([rr.attacks.classification_loss(model(transform(x, *g.expand(12, 3).T)), y)
                              for g in atk.grid()]).amax(0)
         found = rr.attacks.classification_loss(model(x_adv), y)
-    assert torch.allclose(found, worst, atol=1e-5)
+        fooled = torch.stack([model(transform(x, *g.expand(12, 3).T)).argmax(1) != y for g in atk.grid()]).any(0)
+    hit = broken(model, x_adv, y)
+    assert 0 < hit.sum() < len(hit)
+    assert torch.equal(hit, fooled)                                     # fooled whenever some transform fools
+    assert torch.allclose(found[~hit], worst[~hit], atol=1e-5)          # else the largest loss
+    first = Spatial(model, max_angle=30, max_shift=0.1, angles=7, shifts=3, early_stop=True)(x, y)
+    assert torch.equal(broken(model, first, y), fooled)
 
 
 # ---- Square --------------------------------------------------------------------------------------

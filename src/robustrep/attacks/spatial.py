@@ -8,8 +8,8 @@ Shapes: x [B, C, H, W] in [0, 1], y [B] int64 -> x_adv [B, C, H, W].
 The loss over (angle, dx, dy) is far from concave (the paper's Figure 3), so first-order methods do
 poorly; an exhaustive grid (31 angles x 5 x 5 shifts by default) is the paper's strongest attack.
 Every grid point is one batched forward pass under `torch.no_grad`; per example the worst case is
-kept: the first grid point that fools the model with `early_stop`, else the one with the largest
-loss. `search` also returns the chosen (angle in degrees, dx, dy in fractions of the image).
+kept: a grid point that fools the model if there is one (the first with `early_stop`, else the
+one of largest loss among those that fool it), otherwise the one with the largest loss. `search` also returns the chosen (angle in degrees, dx, dy in fractions of the image).
 
     >>> atk = Spatial(classifier, max_angle=30, max_shift=0.1)
     >>> x_adv, params = atk.search(x, y)
@@ -66,6 +66,7 @@ class Spatial(Attack):
         n = len(x)
         params = torch.zeros(n, 3, device=x.device)
         best_loss = torch.full((n,), float("-inf"), device=x.device)
+        best_won = torch.zeros(n, dtype=torch.bool, device=x.device)
         x_adv = x.clone()
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         with eval_mode(self.model), torch.no_grad():
@@ -79,11 +80,12 @@ class Spatial(Attack):
                 loss = classification_loss(logits, y[todo], self.loss)
                 won = is_success(logits, y[todo])
                 if self.early_stop:
-                    loss = torch.where(won, torch.full_like(loss, float("inf")), loss)
                     done[todo[won]] = True
-                better = loss > best_loss[todo]
+                # a transform that fools the model beats one that does not, whatever their losses
+                # (a correctly classified point can have the larger cross-entropy); then the larger loss
+                better = (won & ~best_won[todo]) | ((won == best_won[todo]) & (loss > best_loss[todo]))
                 idx = todo[better]
-                best_loss[idx], x_adv[idx], params[idx] = loss[better], xt[better], g
+                best_loss[idx], best_won[idx], x_adv[idx], params[idx] = loss[better], won[better], xt[better], g
         return x_adv, params
 
     def run(self, x, y, target=None):
