@@ -505,3 +505,17 @@ def test_attacks_stay_inside_certified_margin_bounds(method):
             z = model(x_adv)
         margins = z.gather(1, y[:, None]) - z
         assert (margins >= bound - 1e-4).all(), type(atk).__name__
+
+
+def test_targeted_attacks_reach_their_target():
+    model = linear_model(10, scale=0.3)
+    x, y = points(model, n=60)
+    target = (y + 1 + torch.arange(60) % 9) % 10                   # any class but the true one
+    torch.manual_seed(0)
+    for atk, eps in ((PGD(model, eps=0.3, steps=30, loss="margin"), 0.3), (BIM(model, eps=0.3, steps=30), 0.3),
+                     (Square(model, eps=0.3, queries=300), 0.3)):
+        x_adv = atk(x, y, target=target)
+        with torch.no_grad():
+            reached = model(x_adv).argmax(1) == target
+        assert reached.float().mean() > 0.9, type(atk).__name__
+        assert (x_adv - x).abs().max() <= eps + 1e-6
