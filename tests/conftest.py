@@ -3,6 +3,10 @@ import torch
 
 import robustrep as rr
 
+# The tests use small tensors, where a second thread costs more than it gains, and on a shared
+# 2-core machine oversubscribed OpenMP threads slow everything down many times over.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def digits():
