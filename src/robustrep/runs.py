@@ -16,22 +16,7 @@ from torch import nn
 
 from .errors import UserError
 from .models import build
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through `write(file_object)` to a temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from .utils import atomic_write
 
 
 def write_yaml(path: Path, data: dict) -> None:

@@ -1,7 +1,10 @@
 """Small shared helpers: seeding, devices, input checks."""
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,3 +53,20 @@ def check_labels(y: torch.Tensor, batch: int, name: str = "y") -> None:
         raise UserError(f"{name} must be an integer tensor of labels")
     if y.shape != (batch,):
         raise UserError(f"{name} has shape {tuple(y.shape)}; expected [{batch}]")
+
+
+def atomic_write(path, write) -> None:
+    """Write through `write(file_object)` to a temp file in the same folder, fsync, then rename, so
+    a killed write never leaves a partial file under `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
