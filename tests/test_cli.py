@@ -89,3 +89,5 @@ def test_reproduce_writes_the_results_schema_and_figures(tmp_path):
         assert all(0 <= a <= r["nominal"] for a in r["adversarial"].values())
     assert results["seconds"] > 0
     assert (out / "robustness.png").stat().st_size > 1000 and (out / "examples.png").stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "SE" in page

@@ -2,7 +2,7 @@
 a smooth encoder with the same architecture, seed and budget; fit a linear probe on each frozen
 encoder mean; attack both composed classifiers end to end with l_inf PGD (100 steps, 10 restarts)
 at radii 0.01, 0.1, 0.2, 0.3. Writes results.json, robustness.png (Figure 5) and examples.png
-(Figure 1: x, g(f(x)), x + d, g(f(x + d))). Killed runs continue where they stopped when run again
+(Figure 1: x, g(f(x)), x + d, g(f(x + d))) and report.html with all of it. Killed runs continue where they stopped when run again
 with the same --out.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .. import data, models, plots
+from .. import data, models, plots, report
 from ..attacks import PGD, predict
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
@@ -152,6 +152,15 @@ def run(args) -> dict:
     plots.robustness_curve(results, out / "robustness.png", title)
     _examples_figure(classifiers, Xe, ye, out / "examples.png", eps=0.1 if 0.1 in s["radii"] else s["radii"][0],
                      steps=s["attack_steps"], seed=s["seed"])
+    radii = [str(r) for r in s["radii"]]
+    rows = [[name.upper(), f"{100 * r['nominal']:.1f}%"] + [f"{100 * r['adversarial'][e]:.1f}%" for e in radii]
+            for name, r in results["models"].items()]
+    report.write_html(out / "report.html", f"Smooth encoders vs VAE: {title}",
+                      f"Linear probe on the frozen encoder mean, attacked end to end with l_inf PGD "
+                      f"({s['attack_steps']} steps, {s['restarts']} restarts) on {n_eval} test points; "
+                      f"wall time {results['seconds']:.0f} s.",
+                      ["model", "nominal"] + [f"eps {e}" for e in radii], rows,
+                      [out / "robustness.png", out / "examples.png"], s)
     _print_table(results)
     return results
 
