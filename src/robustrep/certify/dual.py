@@ -31,7 +31,15 @@ def _eps_column(eps, batch: int, like: torch.Tensor) -> torch.Tensor | float:
     return float(eps)
 
 
-def _backward(chain: Chain, relus: list[ReLUBounds], top: int, nu: torch.Tensor, x: torch.Tensor):
+def _first_linear(chain: Chain, x: torch.Tensor) -> torch.Tensor:
+    """A_1 x: the first group's linear part (no bias) applied to x, so that x^T nuhat_1 = (A_1 x)^T nu_2
+    is read off the (narrower) output of the first layer instead of the input."""
+    for op in chain.groups[0]:
+        x = op.linear(x)
+    return x
+
+
+def _backward(chain: Chain, relus: list[ReLUBounds], top: int, nu: torch.Tensor, wx: torch.Tensor):
     """Walk nu = nu_{top+1} (the dual variable at the output of groups[top-1]) back to the input.
 
     Returns (lin, l1, pos, neg), each [B, K], where, with nu_{top+1} = -c,
@@ -43,19 +51,20 @@ def _backward(chain: Chain, relus: list[ReLUBounds], top: int, nu: torch.Tensor,
     acc = nu.new_zeros(nu.shape[:2])
     pos = neg = 0.0
     for i in reversed(range(top)):
+        if i == 0:                                                  # x^T nuhat_1 = (A_1 x)^T nu_2
+            x_dot = nu.flatten(2).matmul(wx.flatten(1).unsqueeze(-1)).squeeze(-1)
         nu, acc = group_backward(chain.groups[i], nu, acc)          # nuhat_{i+1}
         if i > 0:
             nu, p, n = relus[i - 1].backward(nu)                    # nu_{i+1} = D nuhat
             pos, neg = pos + p, neg + n
-    flat = nu.flatten(2)                                            # nuhat_1: [B or 1, K, n_in]
-    x_dot = flat.matmul(x.flatten(1).unsqueeze(-1)).squeeze(-1)     # x^T nuhat_1, broadcast over B
-    lin = -acc - x_dot
-    l1 = flat.abs().sum(2).expand_as(lin)
+    lin = -acc - x_dot                                              # broadcast over B
+    l1 = nu.flatten(2).abs().sum(2).expand_as(lin)                  # ||nuhat_1||_1
     return lin, l1, pos, neg
 
 
-def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
+def layer_bounds(chain: Chain, x: torch.Tensor, eps, wx: torch.Tensor | None = None) -> list[ReLUBounds]:
     """Pre-activation bounds of every ReLU layer (Algorithm 1), in order."""
+    wx = _first_linear(chain, x) if wx is None else wx
     batch = len(x)
     box = ibp.input_box(x, eps)
     eps = _eps_column(eps, batch, x)
@@ -71,7 +80,7 @@ def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
         for s in shape:
             n *= s
         eye = -torch.eye(n, dtype=x.dtype, device=x.device).reshape(1, n, *shape)   # nu = -c, c = e_j
-        lin, l1, pos, neg = _backward(chain, relus, top, eye, x)
+        lin, l1, pos, neg = _backward(chain, relus, top, eye, wx)
         lower = (lin - eps * l1 + pos).reshape(batch, *shape)
         upper = (lin + eps * l1 - neg).reshape(batch, *shape)
         relus.append(ReLUBounds(lower, upper))
@@ -81,7 +90,8 @@ def layer_bounds(chain: Chain, x: torch.Tensor, eps) -> list[ReLUBounds]:
 def dual_bounds(chain: Chain, x: torch.Tensor, eps, c: torch.Tensor,
                 relus: list[ReLUBounds] | None = None) -> torch.Tensor:
     """Lower bounds J(x, nu) (Theorem 1) on c^T z_k for the objectives c [B, K, *out_shape] -> [B, K]."""
+    wx = _first_linear(chain, x)
     if relus is None:
-        relus = layer_bounds(chain, x, eps)
-    lin, l1, pos, _ = _backward(chain, relus, len(chain.groups), -c, x)
+        relus = layer_bounds(chain, x, eps, wx)
+    lin, l1, pos, _ = _backward(chain, relus, len(chain.groups), -c, wx)
     return lin - _eps_column(eps, len(x), x) * l1 + pos

@@ -37,6 +37,10 @@ class AffineOp:
         radius = self._apply_abs((hi - lo) / 2)
         return centre - radius, centre + radius
 
+    def linear(self, z: torch.Tensor) -> torch.Tensor:
+        """A z without the bias, z [B, *in_shape] -> [B, *out_shape]."""
+        return self._apply(z, bias=False)
+
     def transpose(self, nu: torch.Tensor) -> torch.Tensor:
         """nu [B, K, *out_shape] -> A^T nu [B, K, *in_shape] (the dual network's backward step)."""
         raise NotImplementedError
@@ -121,6 +125,9 @@ class ReshapeOp(AffineOp):
 
     def interval(self, lo, hi):
         return lo.reshape(-1, *self.out_shape), hi.reshape(-1, *self.out_shape)
+
+    def linear(self, z):
+        return z.reshape(-1, *self.out_shape)
 
     def transpose(self, nu):
         return nu.reshape(*nu.shape[:2], *self.in_shape)
