@@ -37,7 +37,7 @@ SEED_TABLE = {"normal": {"test_error": 1.07, "fgsm_error": 50.01, "pgd_error": 8
 COLUMNS = ("test_error", "fgsm_error", "pgd_error", "robust_error_bound")
 
 BUDGETS = {
-    "quick": dict(arch="mlp", hidden="100,100", epochs=6, warmup_epochs=3, batch_size=50, subset=6000, n_eval=1000,
+    "quick": dict(arch="mlp", hidden="100,100", epochs=10, warmup_epochs=5, batch_size=50, subset=12000, n_eval=1000,
                   pgd_steps=40, restarts=1, fig6_subset=3000, fig6_epochs=5, fig6_n_eval=500, fig6_steps=20),
     "full": dict(arch="wk-conv", hidden="100,100", epochs=20, warmup_epochs=10, batch_size=50, subset=0, n_eval=0,
                  pgd_steps=100, restarts=10, fig6_subset=0, fig6_epochs=20, fig6_n_eval=0, fig6_steps=100),
