@@ -13,7 +13,6 @@ from robustrep.cli import main
 
 @pytest.fixture(scope="module")
 def robust_run(tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs") / "robust"
     rc = main(["train", "classifier", "--dataset", "digits", "--arch", "mlp", "--hidden", "64", "--robust", "dual",
                "--eps", "0.05", "--eps-start", "0.01", "--warmup-epochs", "2", "--epochs", "4", "--batch-size", "64",
@@ -56,7 +55,6 @@ def test_certify_errors_are_one_line(tmp_path, capsys):
 
 
 def test_reproduce_wong_kolter_smoke(tmp_path, capsys):
-    torch.set_num_threads(1)
     out = tmp_path / "wk"
     rc = main(["reproduce", "wong-kolter", "--quick", "--dataset", "digits", "--out", str(out), "--epochs", "2",
                "--warmup-epochs", "1", "--subset", "400", "--n-eval", "100", "--pgd-steps", "10", "--fig6-subset",
