@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import robustrep as rr
 from robustrep.models.classifier import mlp, wk_conv
