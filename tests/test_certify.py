@@ -329,3 +329,32 @@ def test_fold_transpose_of_a_first_convolution_equals_conv_transpose(dilation):
     lhs = (nu * conv(x).sub(conv.bias.view(1, -1, 1, 1)).unsqueeze(1)).flatten(2).sum(2)
     rhs = (op.transpose(nu) * x.unsqueeze(1)).flatten(2).sum(2)
     assert torch.allclose(lhs, rhs, atol=1e-10)
+
+
+def test_blockwise_layer_bounds_without_gradients_equal_the_one_shot_ones(monkeypatch):
+    from robustrep.certify import dual
+    net = convnet(3, odd=True)
+    x, y = torch.rand(5, 1, 12, 12, dtype=torch.float64), torch.randint(0, 10, (5,))
+    with_grad = margin_bounds(net, x, y, 0.05, "dual")              # graph kept: one block
+    monkeypatch.setattr(dual, "MAX_ELEMENTS", 5 * 144 * 7)          # blocks of 7 units
+    with torch.no_grad():
+        blocks = margin_bounds(net, x, y, 0.05, "dual")
+    assert torch.allclose(with_grad, blocks, atol=1e-12)
+
+
+def test_consecutive_affine_layers_before_the_first_relu():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 3)).double()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    y = net(x).argmax(1)
+    with torch.no_grad():
+        assert torch.allclose(margin_bounds(net, x, y, 0.0, "dual"), margins(net, x, y), atol=1e-10)
+        bound = margin_bounds(net, x, y, 0.1, "dual")
+        for _ in range(30):
+            assert (margins(net, x + 0.1 * torch.sign(torch.randn_like(x)), y) >= bound - 1e-9).all()
+    flat = nn.Sequential(nn.Linear(16, 10), nn.ReLU(), nn.Linear(10, 3)).double()
+    with torch.no_grad():                                 # the folded product W2 W1 gives the same exact first layer
+        flat[0].weight.copy_(net[2].weight @ net[1].weight)
+        flat[0].bias.copy_(net[2].weight @ net[1].bias + net[2].bias)
+        flat[2].load_state_dict(net[4].state_dict())
+    assert torch.allclose(bound, margin_bounds(flat, x.flatten(1), y, 0.1, "dual"), atol=1e-10)

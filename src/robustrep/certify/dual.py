@@ -18,10 +18,15 @@ over the whole ball, so it is valid a fortiori on the ball intersected with the 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import ibp
 from .layers import Chain, ReLUBounds, ReshapeOp, group_backward, group_interval
+
+
+MAX_ELEMENTS = 2**26      # per tensor when bounding without gradients (256 MB in float32)
 
 
 def _eps_column(eps, batch: int, like: torch.Tensor) -> torch.Tensor | float:
@@ -59,7 +64,7 @@ def _backward(chain: Chain, relus: list[ReLUBounds], top: int, nu: torch.Tensor,
             pos, neg = pos + p, neg + n
     lin = -acc - x_dot                                              # broadcast over B
     l1 = nu.flatten(2).abs().sum(2).expand_as(lin)                  # ||nuhat_1||_1
-    return lin, l1, pos, neg
+    return lin, l1, torch.zeros_like(lin) + pos, torch.zeros_like(lin) + neg    # pos, neg may still be 0.0
 
 
 def layer_bounds(chain: Chain, x: torch.Tensor, eps, wx: torch.Tensor | None = None) -> list[ReLUBounds]:
@@ -76,11 +81,14 @@ def layer_bounds(chain: Chain, x: torch.Tensor, eps, wx: torch.Tensor | None = N
             # is the interval image of the box (centre W x + b, radius eps |W| 1); no identity to transpose.
             relus.append(ReLUBounds(*group_interval(chain.groups[0], *box)))
             continue
-        n = 1
-        for s in shape:
-            n *= s
+        n = math.prod(shape)
         eye = -torch.eye(n, dtype=x.dtype, device=x.device).reshape(1, n, *shape)   # nu = -c, c = e_j
-        lin, l1, pos, neg = _backward(chain, relus, top, eye, wx)
+        # Without a graph to keep, walk the units in blocks so that no [B, rows, width] tensor exceeds
+        # MAX_ELEMENTS (the Wong-Kolter conv net at batch 100 would otherwise need several GB).
+        widest = max(math.prod(s) for s in [chain.input_shape, *chain.shapes[:top]])
+        rows = n if torch.is_grad_enabled() else max(1, MAX_ELEMENTS // (batch * widest))
+        parts = [_backward(chain, relus, top, eye[:, i:i + rows], wx) for i in range(0, n, rows)]
+        lin, l1, pos, neg = (torch.cat([p[k] for p in parts], 1) for k in range(4))
         lower = (lin - eps * l1 + pos).reshape(batch, *shape)
         upper = (lin + eps * l1 - neg).reshape(batch, *shape)
         relus.append(ReLUBounds(lower, upper))
