@@ -74,3 +74,14 @@ def test_certify_refuses_a_front_end_model_before_attacking(tmp_path, capsys):
     assert main(["certify", str(out), "--n", "20"]) == 2
     assert "SparsifyingFrontEnd" in capsys.readouterr().err
     assert main(["certify", str(out), "--n", "20", "--method", "theorem2"]) == 2      # not 1-Lipschitz either
+
+
+def test_robust_training_resumes_on_the_schedule(tmp_path):
+    out = tmp_path / "resume"
+    common = ["--no-progress"]
+    assert main(["train", "classifier", "--dataset", "digits", "--arch", "mlp", "--hidden", "32", "--robust", "ibp",
+                 "--eps", "0.05", "--eps-start", "0.01", "--warmup-epochs", "3", "--epochs", "2", "--subset", "300",
+                 "--out", str(out), *common]) == 0
+    assert main(["train", "classifier", "--out", str(out), "--resume", "--epochs", "4", *common]) == 0
+    eps_seen = [json.loads(line)["eps"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert eps_seen == pytest.approx([0.01, 0.03, 0.05, 0.05])
