@@ -34,7 +34,8 @@ def encode_means(model: nn.Module, X, batch_size: int = 2048) -> torch.Tensor:
         return torch.cat([model.encode(X[i:i + batch_size])[0] for i in range(0, len(X), batch_size)])
 
 
-def fit_linear(features: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int = 500) -> nn.Linear:
+def fit_linear(features: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int = 500,
+               chunk: int = 65536) -> nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS (deterministic, converges in seconds)."""
     features, y = features.detach().clone(), y.detach().clone()   # plain tensors, out of inference mode
     probe = nn.Linear(features.shape[1], num_classes).to(features.device)
@@ -44,10 +45,14 @@ def fit_linear(features: torch.Tensor, y: torch.Tensor, num_classes: int, max_it
                             tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
     def closure():
+        # the full-batch loss, accumulated over chunks so memory stays flat for large feature sets
         opt.zero_grad()
-        loss = F.cross_entropy(probe(features), y)
-        loss.backward()
-        return loss
+        total = torch.zeros((), device=features.device)
+        for i in range(0, len(features), chunk):
+            loss = F.cross_entropy(probe(features[i:i + chunk]), y[i:i + chunk], reduction="sum") / len(features)
+            loss.backward()
+            total += loss.detach()
+        return total
 
     opt.step(closure)
     return probe.eval()
