@@ -28,9 +28,9 @@ HELP = "VAE vs smooth encoder: adversarial accuracy of a linear probe (Cemgil et
 
 # --quick: MNIST in about 10 minutes on 2 CPU cores. Full: the paper's settings as far as a CPU allows.
 BUDGETS = {
-    "quick": dict(epochs=10, subset=0, latent_dim=32, obs_var=0.01, gamma=200.0, select_eps=0.2, select_steps=10,
+    "quick": dict(epochs=10, subset=0, latent_dim=32, obs_var=0.01, gamma=300.0, select_eps=0.2, select_steps=10,
                   n_eval=1000, attack_steps=100, restarts=10),
-    "full": dict(epochs=20, subset=0, latent_dim=32, obs_var=0.01, gamma=200.0, select_eps=0.2, select_steps=20,
+    "full": dict(epochs=20, subset=0, latent_dim=32, obs_var=0.01, gamma=300.0, select_eps=0.2, select_steps=20,
                  n_eval=10000, attack_steps=100, restarts=10),
 }
 RADII = (0.01, 0.1, 0.2, 0.3)
