@@ -22,6 +22,7 @@ from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_prob
 from ..runs import atomic_write, load_weights
 from ..training import fit
 from ..utils import resolve_device, seed_everything
+from .budgets import add_budget_arguments, budget_settings
 
 NAME = "smooth-encoders"
 HELP = "VAE vs smooth encoder: adversarial accuracy of a linear probe (Cemgil et al. 2020, Fig. 5)"
@@ -41,21 +42,14 @@ def add_arguments(p) -> None:
                    help="mnist (default), color-mnist (Figure 4) or digits (a tiny smoke test)")
     p.add_argument("--task", default=None, help="probe task: digit (default) or color for color-mnist")
     p.add_argument("--arch", default="mlp", choices=("mlp", "conv"), help="encoder/decoder architecture")
-    for key, kind in [("epochs", int), ("subset", int), ("latent_dim", int), ("obs_var", float), ("gamma", float),
-                      ("select_eps", float), ("select_steps", int), ("n_eval", int), ("attack_steps", int),
-                      ("restarts", int)]:
-        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
-                       help=f"override (quick {BUDGETS['quick'][key]}, full {BUDGETS['full'][key]})")
+    add_budget_arguments(p, BUDGETS)
     p.add_argument("--radii", default=",".join(map(str, RADII)), help="attack radii (default 0.01,0.1,0.2,0.3)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def settings_from(args) -> dict:
-    s = dict(BUDGETS["quick" if args.quick else "full"])
-    for key in s:
-        if getattr(args, key, None) is not None:
-            s[key] = getattr(args, key)
+    s = budget_settings(args, BUDGETS)
     s.update(dataset=args.dataset, task=args.task or "digit", arch=args.arch, batch_size=args.batch_size,
              seed=args.seed, radii=[float(r) for r in str(args.radii).split(",")])
     return s

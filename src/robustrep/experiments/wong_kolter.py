@@ -27,6 +27,7 @@ from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import atomic_write, load_weights
 from ..training import fit
 from ..utils import resolve_device, seed_everything
+from .budgets import add_budget_arguments, budget_settings
 
 NAME = "wong-kolter"
 HELP = "Wong & Kolter 2018 Table 1, MNIST row (normal vs provably robust, eps 0.1) and sparsification Fig. 6"
@@ -50,11 +51,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dataset", default="mnist", choices=("mnist", "digits"),
                    help="mnist (default) or digits (sklearn's 8x8, a seconds-long smoke test)")
     p.add_argument("--eps", type=float, default=0.1, help="l_inf radius of Table 1 (default 0.1)")
-    for key, kind in [("arch", str), ("hidden", str), ("epochs", int), ("warmup_epochs", int), ("batch_size", int),
-                      ("subset", int), ("n_eval", int), ("pgd_steps", int), ("restarts", int), ("fig6_subset", int),
-                      ("fig6_epochs", int), ("fig6_n_eval", int), ("fig6_steps", int)]:
-        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
-                       help=f"override (quick {BUDGETS['quick'][key]}, full {BUDGETS['full'][key]})")
+    add_budget_arguments(p, BUDGETS)
     p.add_argument("--front-k", type=int, default=50, help="coefficients kept by the DCT front end (default 50)")
     p.add_argument("--l1-gamma", type=float, default=3.0, help="l1 radius of every weight row (default 3.0)")
     p.add_argument("--skip-figure6", action="store_true", help="only the Table 1 part")
@@ -62,10 +59,7 @@ def add_arguments(p) -> None:
 
 
 def settings_from(args) -> dict:
-    s = dict(BUDGETS["quick" if args.quick else "full"])
-    for key in s:
-        if getattr(args, key, None) is not None:
-            s[key] = getattr(args, key)
+    s = budget_settings(args, BUDGETS)
     s.update(dataset=args.dataset, eps=args.eps, seed=args.seed, front_k=args.front_k, l1_gamma=args.l1_gamma,
              budget="quick" if args.quick else "full")
     if s["eps"] <= 0 or s["epochs"] < 1 or s["batch_size"] < 1 or s["restarts"] < 1:
