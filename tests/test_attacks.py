@@ -16,15 +16,6 @@ from robustrep.attacks.spatial import transform
 from robustrep.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # two cores shared by several jobs: one intra-op thread is ~20x faster than two fighting for them
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def linear_model(classes, side=8, seed=0, scale=1.0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(side * side, classes))

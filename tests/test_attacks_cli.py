@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from robustrep.cli import main
@@ -10,13 +9,10 @@ from robustrep.cli import main
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs") / "clf"
     assert main(["train", "classifier", "--arch", "mlp", "--hidden", "32", "--dataset", "digits", "--epochs", "3",
                  "--out", str(out), "--no-progress"]) == 0
-    yield out
-    torch.set_num_threads(threads)
+    return out
 
 
 @pytest.mark.parametrize("name,extra", [("pgd", ["--eps", "0.1", "--steps", "10"]),

@@ -8,14 +8,6 @@ from robustrep.attacks import FGSM, PGD
 from robustrep.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def linear(seed, classes=10):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, classes))

@@ -9,14 +9,6 @@ from robustrep.attacks import BIM, CW, FGSM, PGD, DeepFool
 torchattacks = pytest.importorskip("torchattacks")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_digits_mlp():
     """An MLP 64-64-10 trained for a few seconds on sklearn's 8x8 digits, and 100 test points it gets right."""
     from sklearn.datasets import load_digits
@@ -40,12 +32,7 @@ def train_digits_mlp():
 
 @pytest.fixture(scope="module")
 def trained():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # module fixtures run before the function-scoped one_thread
-    try:
-        return train_digits_mlp()
-    finally:
-        torch.set_num_threads(threads)
+    return train_digits_mlp()
 
 
 def accuracy(model, x, y):
@@ -87,7 +74,7 @@ def test_deepfool_matches_foolbox(trained):
     fb = pytest.importorskip("foolbox")
     model, x, y = trained
     atk = DeepFool(model, steps=50, overshoot=0.02, candidates=10)
-    ours = atk(x, y)
+    atk(x, y)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     _, theirs, success = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)(fmodel, x, y, epsilons=None)
     assert atk.success.all() and success.all()

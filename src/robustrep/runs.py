@@ -9,7 +9,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
