@@ -75,6 +75,9 @@ def test_train_probe_evaluate_end_to_end_on_digits(tmp_path, capsys):
     adv = result["adversarial"]
     assert result["nominal"] > 0.5
     assert result["nominal"] >= adv["0.05"] >= adv["0.3"]
+    for weaker in ("fgsm", "bim"):             # one step, or no restarts: never stronger than PGD above
+        assert main(["evaluate", str(run), "--attack", weaker, "--eps", "0.05", "--steps", "5", "--n", "100"]) == 0
+        assert json.loads((run / "evaluation.json").read_text())["adversarial"]["0.05"] >= adv["0.05"] - 0.05
 
 
 def test_reproduce_writes_the_results_schema_and_figures(tmp_path):

@@ -1,19 +1,21 @@
 """`robustrep evaluate RUN`: accuracy under attack of a run's classifier (its probe for encoders)."""
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from .. import attacks, data
+from .. import data
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
 from ..utils import resolve_device, seed_everything
 
-EPS_ATTACKS = {"pgd": "PGD", "fgsm": "FGSM", "bim": "BIM"}
+# the attacks with an l_inf budget, built by `robustrep attack`'s registry
+EPS_ATTACKS = ("pgd", "fgsm", "bim", "ll", "square")
 
 
 def parse_floats(text: str) -> list[float]:
@@ -27,14 +29,11 @@ def parse_floats(text: str) -> list[float]:
 
 
 def make_attack(name: str, classifier, eps: float, steps: int, restarts: int):
-    cls = getattr(attacks, EPS_ATTACKS.get(name, ""), None)
-    if cls is None:
-        raise UserError(f"unknown attack {name!r}: choose one of {', '.join(k for k in EPS_ATTACKS if hasattr(attacks, EPS_ATTACKS[k]))}")
-    if name == "pgd":
-        return cls(classifier, eps=eps, steps=steps, restarts=restarts)
-    if name == "bim":
-        return cls(classifier, eps=eps, steps=steps)
-    return cls(classifier, eps=eps)
+    from .attack import ATTACKS
+    if name not in EPS_ATTACKS:
+        raise UserError(f"unknown attack {name!r}: choose one of {', '.join(EPS_ATTACKS)}")
+    settings = argparse.Namespace(eps=eps, steps=steps, restarts=restarts, norm="linf", loss="ce", queries=steps)
+    return ATTACKS[name][0](classifier, settings)
 
 
 def register(sub) -> None:
@@ -44,9 +43,9 @@ def register(sub) -> None:
                        "test set. A point counts only if it is classified correctly and survives every restart. "
                        "Writes RUN/evaluation.json.")
     p.add_argument("run", help="a run folder (an encoder run needs `robustrep probe` first)")
-    p.add_argument("--attack", default="pgd", help="pgd (default), fgsm or bim: l_inf attacks")
+    p.add_argument("--attack", default="pgd", help=f"one of {', '.join(EPS_ATTACKS)} (l_inf; default pgd)")
     p.add_argument("--eps", default="0.01,0.1,0.2,0.3", help="comma-separated l_inf radii (default 0.01,0.1,0.2,0.3)")
-    p.add_argument("--steps", type=int, default=100, help="attack iterations (default 100)")
+    p.add_argument("--steps", type=int, default=100, help="attack iterations, or queries for square (default 100)")
     p.add_argument("--restarts", type=int, default=10, help="random restarts for PGD (default 10)")
     p.add_argument("--n", type=int, default=1000, help="test points to attack (default 1000; 0 for all)")
     p.add_argument("--batch-size", type=int, default=500, help="points attacked at once (default 500)")
