@@ -113,3 +113,17 @@ def test_color_mnist_subset_stays_lazy():
     assert sub.digits is X.digits
     torch.testing.assert_close(sub[torch.tensor([2, 0])], X[torch.tensor([419999, 5])])
     torch.testing.assert_close(rr.data.take(sub, torch.tensor([1]))[0], X[100])
+
+
+def test_random_subset_is_fixed_by_the_seed_and_keeps_order(digits):
+    X, y = digits[0], digits[1]
+    a, ya = rr.data.random_subset(X, y, 100, seed=4)
+    b, yb = rr.data.random_subset(X, y, 100, seed=4)
+    c, _ = rr.data.random_subset(X, y, 100, seed=5)
+    assert len(a) == 100 and torch.equal(a, b) and torch.equal(ya, yb) and not torch.equal(a, c)
+    rows = {tuple(r.tolist()): i for i, r in enumerate(X.flatten(1))}
+    positions = [rows[tuple(r.tolist())] for r in a.flatten(1)]
+    assert positions == sorted(positions)
+    assert rr.data.random_subset(X, y, 0)[0] is X
+    lazy, _ = rr.data.load("color-mnist", "test")
+    assert isinstance(rr.data.random_subset(lazy, None, 50)[0], rr.data.ColoredDigits)

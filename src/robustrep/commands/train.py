@@ -5,7 +5,6 @@ import inspect
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from .. import data, models
@@ -47,7 +46,7 @@ def add_training_options(p) -> None:
                    help="passes over the training set (default 10; with --resume, a new total)")
     p.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--subset", type=int, default=0, help="train on the first N training images only (0: all)")
+    p.add_argument("--subset", type=int, default=0, help="train on a fixed random N training images (0: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--config", default=None, help="YAML file of flag values (names as in --help, with _ for -)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -97,9 +96,7 @@ def train(args) -> int:
                     "lr": args.lr, "seed": args.seed, "subset": args.subset}
         hparams = {k: getattr(args, k) for k in model_hparams(name)}
     X, y = data.load(settings["dataset"], "train", task=settings["task"])
-    if settings["subset"]:
-        first = torch.arange(min(settings["subset"], len(X)))
-        X, y = data.take(X, first), y[first]
+    X, y = data.random_subset(X, y, settings["subset"], settings["seed"])
     if not args.resume:
         cls, _ = models.MODELS[name]
         accepted = inspect.signature(cls.__init__).parameters

@@ -60,8 +60,16 @@ def take(X, index: torch.Tensor):
     return X.subset(index) if isinstance(X, ColoredDigits) else X[index]
 
 
+def random_subset(X, y: torch.Tensor | None, n: int, seed: int = 0):
+    """A fixed random subset of n items (in their original order), lazy for lazy views; all if n is 0 or >= len."""
+    if not n or n >= len(X):
+        return X, y
+    pick = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return take(X, pick), (None if y is None else y[pick])
+
+
 def num_classes(name: str, task: str | None = None) -> int:
     return 7 if (name == "color-mnist" and task == "color") else 10
 
 
-__all__ = ["load", "num_classes", "take", "ColoredDigits", "NAMES", "TASKS"]
+__all__ = ["load", "num_classes", "random_subset", "take", "ColoredDigits", "NAMES", "TASKS"]

@@ -69,7 +69,7 @@ def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> tor
     if (run_dir / "model.safetensors").exists():
         return load_weights(model, run_dir / "model.safetensors").to(device).eval()
     config = {"model": name, "hparams": hparams,
-              "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")} | {"lr": 1e-3, "task": None}}
+              "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")} | {"lr": 1e-3, "task": s["task"]}}
     fit(model, X, epochs=s["epochs"], batch_size=s["batch_size"], lr=1e-3, run_dir=run_dir, seed=s["seed"],
         device=device, resume=(run_dir / "checkpoint" / "last.pt").exists(), progress=progress, config=config)
     return model
@@ -93,10 +93,7 @@ def run(args) -> dict:
     state.setdefault("seconds_before", 0.0)
 
     Xl, yl = data.load(s["dataset"], "train", task=s["task"])          # the probe sees all training labels
-    X = Xl
-    if s["subset"]:                                                      # a fixed random subset to train on
-        pick = torch.randperm(len(Xl), generator=torch.Generator().manual_seed(s["seed"]))[:s["subset"]]
-        X = data.take(Xl, pick.sort().values)
+    X, _ = data.random_subset(Xl, None, s["subset"], s["seed"])        # a fixed random subset to train on
     Xt, yt = data.load(s["dataset"], "test", task=s["task"])
     n_eval = min(s["n_eval"], len(Xt)) if s["n_eval"] > 0 else len(Xt)
     gen = torch.Generator().manual_seed(s["seed"])

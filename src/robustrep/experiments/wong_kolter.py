@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from .. import data, models
 from ..attacks import FGSM, PGD
@@ -67,13 +66,6 @@ def settings_from(args) -> dict:
     return s
 
 
-def _subset(X, y, n, seed):
-    if n and n < len(X):
-        pick = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        return X[pick], y[pick]
-    return X, y
-
-
 def _train(hparams, X, y, s, run_dir: Path, device, progress, epochs, batch_size):
     """Train (or continue, or reuse) one classifier in `run_dir`."""
     seed_everything(s["seed"])
@@ -90,9 +82,9 @@ def _train(hparams, X, y, s, run_dir: Path, device, progress, epochs, batch_size
 
 def table1(s, out: Path, device, progress) -> dict:
     X, y = data.load(s["dataset"], "train")
-    X, y = _subset(X, y, s["subset"], s["seed"])
+    X, y = data.random_subset(X, y, s["subset"], s["seed"])
     Xt, yt = data.load(s["dataset"], "test")
-    Xt, yt = _subset(Xt, yt, s["n_eval"], s["seed"] + 1)
+    Xt, yt = data.random_subset(Xt, yt, s["n_eval"], s["seed"] + 1)
     Xt, yt = Xt.to(device), yt.to(device)
     rows = {}
     for name, robust in (("normal", "none"), ("robust", "dual")):
@@ -125,9 +117,9 @@ def figure6(s, out: Path, device, progress) -> dict:
         keep = (y == a) | (y == b)
         return X[keep], (y[keep] == b).long()
     X, y = binary("train")
-    X, y = _subset(X, y, s["fig6_subset"], s["seed"])
+    X, y = data.random_subset(X, y, s["fig6_subset"], s["seed"])
     Xt, yt = binary("test")
-    Xt, yt = _subset(Xt, yt, s["fig6_n_eval"], s["seed"] + 1)
+    Xt, yt = data.random_subset(Xt, yt, s["fig6_n_eval"], s["seed"] + 1)
     Xt, yt = Xt.to(device), yt.to(device)
     variants = {"no defense": {}, f"DCT front end (K={s['front_k']})": {"front_end": "dct", "front_k": s["front_k"]},
                 f"l1 weights (gamma={s['l1_gamma']:g})": {"l1_gamma": s["l1_gamma"]}}
