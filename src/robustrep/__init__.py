@@ -1,7 +1,8 @@
 """robustrep: learn representations and generative models, attack them, certify them."""
 __version__ = "0.1.0"
 
-from . import attacks, certify, data, divergences, evaluation, models  # noqa: E402
+from . import attacks, certify, data, divergences, evaluation, models, runs, training  # noqa: E402
 from .errors import UserError  # noqa: E402
 
-__all__ = ["attacks", "certify", "data", "divergences", "evaluation", "models", "UserError", "__version__"]
+__all__ = ["attacks", "certify", "data", "divergences", "evaluation", "models", "runs", "training", "UserError",
+           "__version__"]
