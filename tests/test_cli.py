@@ -36,6 +36,7 @@ def _run_in_process(args, capsys):
     (["evaluate", "{tmp}", "--eps", "abc"], "--eps"),
     (["train", "se", "--dataset", "digits", "--arch", "conv", "--select", "magic", "--out", "{tmp}/r"], "selection"),
     (["data", "fetch", "imagenet"], "unknown dataset"),
+    (["reproduce", "smooth-encoders", "--dataset", "digits", "--radii", "0.1,big", "--out", "{tmp}/r"], "--radii"),
 ])
 def test_user_errors_exit_2_with_one_plain_line(tmp_path, args, needle, capsys):
     code, err = _run_in_process([a.format(tmp=tmp_path) for a in args], capsys)

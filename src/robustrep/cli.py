@@ -28,6 +28,17 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, or cuda[:N] (default auto)")
 
 
+def parse_radii(text: str, what: str = "--eps") -> list[float]:
+    """Comma-separated radii >= 0 from a flag, or a UserError naming the flag."""
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} takes comma-separated numbers, got {text!r}") from None
+    if not values or any(not v >= 0 for v in values):
+        raise UserError(f"{what} needs at least one radius >= 0, got {text!r}")
+    return values
+
+
 def build_parser() -> Parser:
     from . import __version__, commands
 

@@ -11,20 +11,11 @@ from .. import data
 from ..attacks import FGSM, PGD
 from ..certify import METHODS, certified_accuracy
 from ..certify.layers import as_sequential, parse
+from ..cli import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
 from ..utils import resolve_device, seed_everything
-
-
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{what} takes comma-separated numbers, got {text!r}") from None
-    if not values or any(not v >= 0 for v in values):
-        raise UserError(f"{what} needs at least one radius >= 0, got {text!r}")
-    return values
 
 
 def register(sub) -> None:
@@ -77,7 +68,7 @@ def format_table(result: dict, methods) -> str:
 def certify(args) -> int:
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    eps_list = _floats(args.eps, "--eps")
+    eps_list = parse_radii(args.eps, "--eps")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods:
         if m not in METHODS:

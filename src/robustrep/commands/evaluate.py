@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import data
+from ..cli import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
@@ -16,16 +17,6 @@ from ..utils import resolve_device, seed_everything
 
 # the attacks with an l_inf budget, built by `robustrep attack`'s registry
 EPS_ATTACKS = ("pgd", "fgsm", "bim", "ll", "square")
-
-
-def parse_floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--eps takes comma-separated numbers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise UserError(f"--eps needs at least one radius >= 0, got {text!r}")
-    return values
 
 
 def make_attack(name: str, classifier, eps: float, steps: int, restarts: int):
@@ -56,7 +47,7 @@ def register(sub) -> None:
 def evaluate(args) -> int:
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    eps_list = parse_floats(args.eps)
+    eps_list = parse_radii(args.eps, "--eps")
     classifier = load_classifier(args.run, device)
     settings = read_yaml(Path(args.run) / "config.yaml")["training"]
     probe_info = read_yaml(Path(args.run) / "probe.yaml") if (Path(args.run) / "probe.yaml").exists() else {}

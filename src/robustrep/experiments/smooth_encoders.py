@@ -16,6 +16,7 @@ import torch
 
 from .. import data, models, plots, report
 from ..attacks import PGD, predict
+from ..cli import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe
@@ -51,7 +52,7 @@ def add_arguments(p) -> None:
 def settings_from(args) -> dict:
     s = budget_settings(args, BUDGETS)
     s.update(dataset=args.dataset, task=args.task or "digit", arch=args.arch, batch_size=args.batch_size,
-             seed=args.seed, radii=[float(r) for r in str(args.radii).split(",")])
+             seed=args.seed, radii=parse_radii(args.radii, "--radii"))
     return s
 
 
