@@ -118,6 +118,11 @@ def run(args) -> dict:
         classifier = ProbedEncoder(model, probe).to(device).eval()
         classifiers[name] = classifier
         r["nominal"] = clean_accuracy(classifier, Xe, ye)
+        if r["nominal"] < 1.5 / num_classes:
+            # a collapsed encoder (mu constant in x) is trivially "robust": say so instead of reporting it quietly
+            r["warning"] = (f"nominal accuracy {r['nominal']:.3f} is at chance: the {name} encoder collapsed, so its "
+                            "adversarial accuracies say nothing about robustness (lower gamma or the learning rate)")
+            print(f"warning: {r['warning']}", file=sys.stderr)
         for eps in s["radii"]:
             if str(eps) in r["adversarial"]:
                 continue
@@ -136,7 +141,8 @@ def run(args) -> dict:
                "attack": {"name": "pgd", "norm": "linf", "steps": s["attack_steps"], "restarts": s["restarts"]},
                "n_eval": n_eval, "settings": s,
                "models": {k: {"nominal": v["nominal"], "adversarial": v["adversarial"],
-                              "train_seconds": v.get("train_seconds"), "attack_seconds": v.get("attack_seconds", {})}
+                              "train_seconds": v.get("train_seconds"), "attack_seconds": v.get("attack_seconds", {}),
+                              **({"warning": v["warning"]} if "warning" in v else {})}
                           for k, v in state["models"].items()},
                "seconds": round(seconds, 1)}
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
