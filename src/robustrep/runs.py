@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .errors import UserError
@@ -38,10 +37,7 @@ def read_yaml(path) -> dict:
 
 def save_weights(module: nn.Module, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:   # safetensors writes by name
-        tmp_path = Path(tmp) / "w.safetensors"
-        save_file(tensors, str(tmp_path))
-        os.replace(tmp_path, path)
+    atomic_write(path, lambda f: f.write(save_safetensors(tensors)))
 
 
 def load_weights(module: nn.Module, path: Path) -> nn.Module:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .runs import atomic_write, save_weights, write_yaml
-from .utils import resolve_device
+from .runs import save_weights, write_yaml
+from .utils import atomic_write, resolve_device
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

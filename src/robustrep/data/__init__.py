@@ -61,8 +61,8 @@ def take(X, index: torch.Tensor):
 
 
 def random_subset(X, y: torch.Tensor | None, n: int, seed: int = 0):
-    """A fixed random subset of n items (in their original order), lazy for lazy views; all if n is 0 or >= len."""
-    if not n or n >= len(X):
+    """A fixed random subset of n items (in their original order), lazy for lazy views; all if n <= 0 or >= len."""
+    if n is None or n <= 0 or n >= len(X):
         return X, y
     pick = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return take(X, pick), (None if y is None else y[pick])

@@ -20,9 +20,9 @@ from ..cli import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe
-from ..runs import atomic_write, load_weights
+from ..runs import load_weights
 from ..training import fit
-from ..utils import resolve_device, seed_everything
+from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
 NAME = "smooth-encoders"
@@ -96,10 +96,9 @@ def run(args) -> dict:
     Xl, yl = data.load(s["dataset"], "train", task=s["task"])          # the probe sees all training labels
     X, _ = data.random_subset(Xl, None, s["subset"], s["seed"])        # a fixed random subset to train on
     Xt, yt = data.load(s["dataset"], "test", task=s["task"])
-    n_eval = min(s["n_eval"], len(Xt)) if s["n_eval"] > 0 else len(Xt)
-    gen = torch.Generator().manual_seed(s["seed"])
-    eval_idx = torch.randperm(len(Xt), generator=gen)[:n_eval].sort().values   # a fixed random test subset
-    Xe, ye = Xt[eval_idx].to(device), yt[eval_idx].to(device)
+    Xe, ye = data.random_subset(Xt, yt, s["n_eval"], s["seed"])          # a fixed random test subset
+    Xe, ye = Xe[:].to(device), ye.to(device)                             # [:] makes real images of a lazy view
+    n_eval = len(Xe)
     num_classes = data.num_classes(s["dataset"], s["task"])
 
     classifiers = {}

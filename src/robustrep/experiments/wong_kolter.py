@@ -23,9 +23,9 @@ from ..attacks import FGSM, PGD
 from ..certify import certified_accuracy
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
-from ..runs import atomic_write, load_weights
+from ..runs import load_weights
 from ..training import fit
-from ..utils import resolve_device, seed_everything
+from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
 NAME = "wong-kolter"
