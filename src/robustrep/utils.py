@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import validate
 from .errors import UserError
 
 
@@ -32,27 +33,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def check_images(x: torch.Tensor, name: str = "x", shape: tuple[int, ...] | None = None,
-                 unit_range: bool = True) -> None:
-    """Validate a batch of images handed to the API: a float tensor [B, C, H, W] (or [B, ...shape]),
-    finite, and inside [0, 1] when `unit_range`. Raises UserError naming what was wrong."""
-    if not isinstance(x, torch.Tensor):
-        raise UserError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise UserError(f"{name} must be a float tensor, got {x.dtype}")
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise UserError(f"{name} has shape {tuple(x.shape)}; expected [batch, {', '.join(map(str, shape))}]")
-    if not torch.isfinite(x).all():
-        raise UserError(f"{name} contains NaN or infinite values")
-    if unit_range and x.numel() and (x.min() < 0 or x.max() > 1):
-        raise UserError(f"{name} must lie in [0, 1] (got min {x.min().item():.3g}, max {x.max().item():.3g})")
-
-
-def check_labels(y: torch.Tensor, batch: int, name: str = "y") -> None:
-    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32):
-        raise UserError(f"{name} must be an integer tensor of labels")
-    if y.shape != (batch,):
-        raise UserError(f"{name} has shape {tuple(y.shape)}; expected [{batch}]")
+# The input checks live in robustrep.validate (one validation layer); these names stay for the callers.
+check_images = validate.images
+check_labels = validate.labels
 
 
 def atomic_write(path, write) -> None:
