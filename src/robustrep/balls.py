@@ -1,4 +1,5 @@
-"""The l_inf and l_2 balls: what the gradient-ascent family (FGSM, BIM, PGD) needs of a norm.
+"""The l_inf and l_2 balls, a leaf module: what the gradient-ascent family (FGSM, BIM, PGD) and the smooth
+encoder's selection need of a norm.
 
 Each ball supplies `random_start` (uniform in the ball), `step` (the steepest-ascent direction for
 a unit step) and `project` (onto the ball). foolbox's gradient_descent_base has the same split.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import pkgutil
 import sys
 
 from .errors import UserError
+from .options import add_common_options, parse_radii  # noqa: F401  (re-exported)
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,23 +21,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse API
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
-
-
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Options every command has."""
-    parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random (default 0)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, or cuda[:N] (default auto)")
-
-
-def parse_radii(text: str, what: str = "--eps") -> list[float]:
-    """Comma-separated radii >= 0 from a flag, or a UserError naming the flag."""
-    try:
-        values = [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{what} takes comma-separated numbers, got {text!r}") from None
-    if not values or any(not v >= 0 for v in values):
-        raise UserError(f"{what} needs at least one radius >= 0, got {text!r}")
-    return values
 
 
 def build_parser() -> Parser:
@@ -52,6 +36,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def apply_threads(threads: int | None) -> None:
+    """--threads N: torch's intra-op threads in this process (oversubscribed OpenMP threads on a loaded
+    machine slow runs by an order of magnitude)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2 if args.command is None else 0
     try:
+        apply_threads(getattr(args, "threads", None))
         result = args.func(args)
     except UserError as err:
         sys.stderr.write(f"robustrep {args.command}: error: {err}\n")

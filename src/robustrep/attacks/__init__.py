@@ -6,7 +6,7 @@ from .cw import CW
 from .deepfool import DeepFool
 from .fgsm import FGSM
 from .latent import LatentAttack
-from .norms import L2Ball, LinfBall
+from ..balls import L2Ball, LinfBall
 from .onepixel import OnePixel
 from .pgd import PGD
 from .spatial import Spatial

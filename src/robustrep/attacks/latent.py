@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .base import eval_mode, input_gradient
-from .norms import get_ball
+from ..balls import get_ball
 from ..divergences import w2_squared
 from ..errors import UserError
 from ..utils import check_images

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .base import Attack, classification_loss, input_gradient, is_success
-from .norms import get_ball
+from ..balls import get_ball
 from ..errors import UserError
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from .base import Attack, eval_mode, predict
 from .deepfool import DeepFool
-from .norms import get_ball
+from ..balls import get_ball
 from ..errors import UserError
 from ..utils import check_images
 

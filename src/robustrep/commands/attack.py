@@ -11,35 +11,14 @@ from pathlib import Path
 import torch
 
 from .. import attacks, data
+from ..attacks.registry import ATTACKS, DEFAULTS, make_attack
 from ..errors import UserError
 from ..runs import load_classifier, read_yaml
 from ..utils import resolve_device, seed_everything
 
-# name -> (builder from (classifier, args), one line of help); settings come from the flags
-ATTACKS = {
-    "fgsm": (lambda m, a: attacks.FGSM(m, eps=a.eps, norm=a.norm), "one gradient-sign step (l_inf) or gradient step (l_2)"),
-    "bim": (lambda m, a: attacks.BIM(m, eps=a.eps, steps=a.steps, norm=a.norm), "iterative FGSM, clipped to the ball"),
-    "ll": (lambda m, a: attacks.IterativeLeastLikely(m, eps=a.eps, steps=a.steps, norm=a.norm),
-           "iterative steps towards the least likely class"),
-    "pgd": (lambda m, a: attacks.PGD(m, eps=a.eps, steps=a.steps, restarts=a.restarts, norm=a.norm, loss=a.loss),
-            "projected gradient descent with random restarts"),
-    "cw": (lambda m, a: attacks.CW(m, c=a.c, kappa=a.kappa, steps=a.steps, binary_search_steps=a.search_steps),
-           "Carlini-Wagner L2 (minimal perturbation, no eps)"),
-    "deepfool": (lambda m, a: attacks.DeepFool(m, steps=a.steps, overshoot=a.overshoot, norm=a.norm),
-                 "minimal perturbation to the nearest boundary (no eps); reports rho_adv"),
-    "universal": (lambda m, a: attacks.UniversalPerturbation(m, eps=a.eps, norm=a.norm),
-                  "one perturbation for all images, fitted on training images"),
-    "onepixel": (lambda m, a: attacks.OnePixel(m, pixels=a.pixels, steps=a.steps, popsize=a.popsize),
-                 "black-box differential evolution on --pixels pixels"),
-    "spatial": (lambda m, a: attacks.Spatial(m, max_angle=a.max_angle, max_shift=a.max_shift),
-                "worst rotation (<= 30 deg) and translation (<= 10%) on a grid"),
-    "square": (lambda m, a: attacks.Square(m, eps=a.eps, queries=a.queries), "score-based black-box, l_inf"),
-}
-
-
 def register(sub) -> None:
-    from ..cli import add_common_options
-    lines = "\n".join(f"  {k:10s} {v[1]}" for k, v in ATTACKS.items())
+    from ..options import add_common_options
+    lines = "\n".join(f"  {k:10s} {v.help}" for k, v in ATTACKS.items())
     p = sub.add_parser("attack", help="attack a run's classifier; table, adversarial examples, figure",
                        description="Attack the classifier of RUN on test images and print accuracy, success\n"
                        "rate, mean perturbation norms and time. Writes adversarial.safetensors (x, x_adv,\n"
@@ -71,9 +50,6 @@ def register(sub) -> None:
     p.set_defaults(func=attack)
 
 
-DEFAULT_STEPS = {"pgd": 40, "bim": 10, "ll": 10, "cw": 100, "deepfool": 50, "onepixel": 75}
-
-
 def _dataset(run: Path, name: str | None):
     if name is not None:
         return name, None
@@ -96,11 +72,9 @@ def attack(args) -> int:
     X, y = data.load(dataset, "test", task=task)
     n = len(X) if args.n == 0 else min(args.n, len(X))
     X, y = X[:n].to(device), y[:n].to(device)
-    if args.steps is None:
-        args.steps = DEFAULT_STEPS.get(args.attack, 40)
     if args.norm is None:
         args.norm = "l2" if args.attack == "deepfool" else "linf"
-    atk = ATTACKS[args.attack][0](classifier, args)
+    atk = make_attack(args.attack, classifier, **{k: getattr(args, k) for k in DEFAULTS})
 
     extra = {}
     t0 = time.perf_counter()

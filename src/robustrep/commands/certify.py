@@ -11,7 +11,7 @@ from .. import data
 from ..attacks import FGSM, PGD
 from ..certify import METHODS, certified_accuracy
 from ..certify.layers import as_sequential, parse
-from ..cli import parse_radii
+from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
@@ -19,7 +19,7 @@ from ..utils import resolve_device, seed_everything
 
 
 def register(sub) -> None:
-    from ..cli import add_common_options
+    from ..options import add_common_options
     p = sub.add_parser("certify", help="certified accuracy (Wong-Kolter dual, IBP) next to clean/FGSM/PGD",
                        description="Certify a trained classifier (an nn.Sequential of Linear, Conv2d, ReLU, Flatten, "
                        "e.g. `robustrep train classifier`) on its test set at each l_inf radius: clean, FGSM, PGD and "

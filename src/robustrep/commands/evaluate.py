@@ -1,32 +1,23 @@
 """`robustrep evaluate RUN`: accuracy under attack of a run's classifier (its probe for encoders)."""
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 from .. import data
-from ..cli import parse_radii
+from ..attacks.registry import attack_names, make_attack
+from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
 from ..utils import resolve_device, seed_everything
 
-# the attacks with an l_inf budget, built by `robustrep attack`'s registry
-EPS_ATTACKS = ("pgd", "fgsm", "bim", "ll", "square")
-
-
-def make_attack(name: str, classifier, eps: float, steps: int, restarts: int):
-    from .attack import ATTACKS
-    if name not in EPS_ATTACKS:
-        raise UserError(f"unknown attack {name!r}: choose one of {', '.join(EPS_ATTACKS)}")
-    settings = argparse.Namespace(eps=eps, steps=steps, restarts=restarts, norm="linf", loss="ce", queries=steps)
-    return ATTACKS[name][0](classifier, settings)
+EPS_ATTACKS = attack_names(with_eps=True)
 
 
 def register(sub) -> None:
-    from ..cli import add_common_options
+    from ..options import add_common_options
     p = sub.add_parser("evaluate", help="accuracy under attack at several radii",
                        description="Attack the run's classifier (for an encoder: probe(mu(x)), end to end) on the "
                        "test set. A point counts only if it is classified correctly and survives every restart. "
@@ -43,6 +34,8 @@ def register(sub) -> None:
 
 
 def evaluate(args) -> int:
+    if args.attack not in EPS_ATTACKS:
+        raise UserError(f"unknown attack {args.attack!r}: choose one of {', '.join(EPS_ATTACKS)}")
     seed_everything(args.seed)
     device = resolve_device(args.device)
     eps_list = parse_radii(args.eps, "--eps")
@@ -59,7 +52,8 @@ def evaluate(args) -> int:
     print(f"{'clean':>6}  {result['nominal']:8.4f}")
     for eps in eps_list:
         t0 = time.perf_counter()
-        atk = make_attack(args.attack, classifier, eps, args.steps, args.restarts)
+        atk = make_attack(args.attack, classifier, eps=eps, steps=args.steps, restarts=args.restarts,
+                          queries=args.steps)
         acc = adversarial_accuracy(classifier, X, y, atk, batch_size=args.batch_size, progress=True)
         result["adversarial"][str(eps)] = acc
         print(f"{eps:6g}  {acc:8.4f}  {time.perf_counter() - t0:7.1f}")

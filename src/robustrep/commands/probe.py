@@ -9,7 +9,7 @@ from ..utils import resolve_device, seed_everything
 
 
 def register(sub) -> None:
-    from ..cli import add_common_options
+    from ..options import add_common_options
     p = sub.add_parser("probe", help="fit a linear probe on a trained encoder",
                        description="Freeze the run's encoder, fit a linear classifier on the posterior mean "
                        "mu(x) of the training set (plain cross-entropy, L-BFGS), report train/test accuracy, "

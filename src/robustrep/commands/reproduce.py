@@ -1,25 +1,47 @@
 """`robustrep reproduce NAME`: one command per paper figure or table (see robustrep.experiments)."""
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 from .. import experiments
+from ..options import add_common_options
+
+
+def experiment_modules() -> dict:
+    """NAME -> module for every reproduction in robustrep.experiments (a module with a NAME)."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{experiments.__name__}.{info.name}")
+        if hasattr(module, "NAME"):
+            found[module.NAME] = module
+    return found
 
 
 def register(sub) -> None:
-    from ..cli import add_common_options
-    p = sub.add_parser("reproduce", help="reproduce a paper's figure or table in one command",
-                       description="Reproduce a result: trains, evaluates, writes results.json and figures to --out.")
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper's figure or table in one command",
+        description="Reproduce a result: trains, evaluates, writes results.json and figures to --out.",
+    )
     which = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=type(p))
-    for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{experiments.__name__}.{info.name}")
-        if not hasattr(module, "NAME"):
-            continue
-        ep = which.add_parser(module.NAME, help=module.HELP, description=(module.__doc__ or module.HELP))
+    for name, module in experiment_modules().items():
+        ep = which.add_parser(name, help=module.HELP, description=(module.__doc__ or module.HELP))
         ep.add_argument("--quick", action="store_true", help="a small budget that runs in minutes on a CPU")
-        ep.add_argument("--out", default=f"runs/{module.NAME}", help=f"output folder (default runs/{module.NAME})")
+        ep.add_argument("--out", default=f"runs/{name}", help=f"output folder (default runs/{name})")
+        ep.add_argument("--no-progress", action="store_true", help="no progress bars")
         module.add_arguments(ep)
         add_common_options(ep)
-        ep.set_defaults(func=module.run)
+        ep.set_defaults(func=_runner(module))
     p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _runner(module):
+    def run(args) -> int:
+        settings = module.settings_from(args)  # every value checked here, before any work
+        module.run(settings, out=Path(args.out), device=args.device, progress=not args.no_progress)
+        return 0
+
+    return run

@@ -38,7 +38,7 @@ def model_hparams(name: str) -> dict:
 
 
 def add_training_options(p) -> None:
-    from ..cli import add_common_options
+    from ..options import add_common_options
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.NAMES)} (default mnist)")
     p.add_argument("--task", default=None, help="label task where a data set has several (color-mnist: digit|color)")
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -16,15 +18,68 @@ from . import color_mnist, digits, mnist
 from .color_mnist import ColoredDigits
 
 SPLITS = ("train", "test")
-TASKS = {"mnist": ("digit",), "digits": ("digit",), "color-mnist": ("digit", "color")}
-NAMES = tuple(TASKS)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One entry of the table of data sets: how to load a split, and its label tasks with their class counts
+    (the first task is the default)."""
+
+    load: Callable[[str, str, str | None], tuple]  # (split, task, root) -> (X, y)
+    tasks: dict[str, int]
 
 
 @lru_cache(maxsize=4)
 def _mnist_uint8(split: str, root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     arrays = mnist.load_arrays(root)
-    return torch.from_numpy(np.ascontiguousarray(arrays[f"x_{split}"])), \
-        torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(arrays[f"x_{split}"])), torch.from_numpy(
+        arrays[f"y_{split}"].astype(np.int64)
+    )
+
+
+def _load_mnist(split, task, root):
+    images, labels = _mnist_uint8(split, root)
+    return images[:, None].to(torch.float32).div_(255.0), labels.clone()
+
+
+def _load_color_mnist(split, task, root):
+    return color_mnist.colored(*_mnist_uint8(split, root), task)
+
+
+def _load_digits(split, task, root):
+    arrays = digits.load_arrays()
+    return torch.from_numpy(arrays[f"x_{split}"]), torch.from_numpy(arrays[f"y_{split}"])
+
+
+# name -> Dataset. A new data set is one module with a loader and one entry here (or `register_dataset`).
+DATASETS: dict[str, Dataset] = {
+    "mnist": Dataset(_load_mnist, {"digit": 10}),
+    "color-mnist": Dataset(_load_color_mnist, {"digit": 10, "color": 7}),
+    "digits": Dataset(_load_digits, {"digit": 10}),
+}
+
+
+def register_dataset(name: str, load: Callable[[str, str, str | None], tuple], tasks: dict[str, int]) -> None:
+    DATASETS[name] = Dataset(load, dict(tasks))
+
+
+def __getattr__(name: str):
+    # NAMES and TASKS are views of the table, so data sets registered later are listed too
+    if name == "NAMES":
+        return tuple(DATASETS)
+    if name == "TASKS":
+        return {k: tuple(d.tasks) for k, d in DATASETS.items()}
+    raise AttributeError(name)
+
+
+def _entry(name: str, task: str | None) -> tuple[Dataset, str]:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    entry = DATASETS[name]
+    task = task or next(iter(entry.tasks))
+    if task not in entry.tasks:
+        raise UserError(f"dataset {name!r} has no task {task!r}: choose one of {', '.join(entry.tasks)}")
+    return entry, task
 
 
 def load(name: str, split: str = "train", task: str | None = None, root: str | None = None,
@@ -34,22 +89,10 @@ def load(name: str, split: str = "train", task: str | None = None, root: str | N
     `task` picks the labels where a data set has several ("digit" or "color" for color-mnist).
     `root` names a folder of standard MNIST IDX files to use instead of the cached copy.
     """
-    if name not in TASKS:
-        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
+    entry, task = _entry(name, task)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}: use 'train' or 'test'")
-    task = task or TASKS[name][0]
-    if task not in TASKS[name]:
-        raise UserError(f"dataset {name!r} has no task {task!r}: choose one of {', '.join(TASKS[name])}")
-    if name == "digits":
-        arrays = digits.load_arrays()
-        X, y = torch.from_numpy(arrays[f"x_{split}"]), torch.from_numpy(arrays[f"y_{split}"])
-    else:
-        images, labels = _mnist_uint8(split, None if root is None else str(root))
-        if name == "mnist":
-            X, y = images[:, None].to(torch.float32).div_(255.0), labels.clone()
-        else:
-            X, y = color_mnist.colored(images, labels, task)
+    X, y = entry.load(split, task, None if root is None else str(root))
     if device is not None:
         X, y = X.to(device), y.to(device)
     return X, y
@@ -69,7 +112,8 @@ def random_subset(X, y: torch.Tensor | None, n: int, seed: int = 0):
 
 
 def num_classes(name: str, task: str | None = None) -> int:
-    return 7 if (name == "color-mnist" and task == "color") else 10
+    entry, task = _entry(name, task)
+    return entry.tasks[task]
 
 
-__all__ = ["load", "num_classes", "random_subset", "take", "ColoredDigits", "NAMES", "TASKS"]
+__all__ = ["load", "num_classes", "random_subset", "take", "register_dataset", "ColoredDigits", "DATASETS", "Dataset"]

@@ -16,7 +16,7 @@ import torch
 
 from .. import data, models, plots, report
 from ..attacks import PGD, predict
-from ..cli import parse_radii
+from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe
@@ -46,13 +46,14 @@ def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--radii", default=",".join(map(str, RADII)), help="attack radii (default 0.01,0.1,0.2,0.3)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def settings_from(args) -> dict:
     s = budget_settings(args, BUDGETS)
     s.update(dataset=args.dataset, task=args.task or "digit", arch=args.arch, batch_size=args.batch_size,
              seed=args.seed, radii=parse_radii(args.radii, "--radii"))
+    if s["dataset"] != "color-mnist" and s["task"] != "digit":
+        raise UserError(f"--task {s['task']} needs --dataset color-mnist")
     return s
 
 
@@ -76,15 +77,11 @@ def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> tor
     return model
 
 
-def run(args) -> dict:
+def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     t_start = time.perf_counter()
-    s = settings_from(args)
-    device = resolve_device(args.device)
-    out = Path(args.out)
+    device = resolve_device(device)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    if s["dataset"] != "color-mnist" and s["task"] != "digit":
-        raise UserError(f"--task {s['task']} needs --dataset color-mnist")
     partial_path = out / "results.partial.json"
     state = json.loads(partial_path.read_text()) if partial_path.exists() else {}
     if state.get("settings", s) != s:

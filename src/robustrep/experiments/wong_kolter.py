@@ -54,13 +54,12 @@ def add_arguments(p) -> None:
     p.add_argument("--front-k", type=int, default=50, help="coefficients kept by the DCT front end (default 50)")
     p.add_argument("--l1-gamma", type=float, default=3.0, help="l1 radius of every weight row (default 3.0)")
     p.add_argument("--skip-figure6", action="store_true", help="only the Table 1 part")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def settings_from(args) -> dict:
     s = budget_settings(args, BUDGETS)
     s.update(dataset=args.dataset, eps=args.eps, seed=args.seed, front_k=args.front_k, l1_gamma=args.l1_gamma,
-             budget="quick" if args.quick else "full")
+             budget="quick" if args.quick else "full", skip_figure6=args.skip_figure6)
     if s["eps"] <= 0 or s["epochs"] < 1 or s["batch_size"] < 1 or s["restarts"] < 1:
         raise UserError("need --eps > 0, --epochs >= 1, --batch-size >= 1 and --restarts >= 1")
     return s
@@ -194,19 +193,17 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> dict:
+def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     t0 = time.perf_counter()
-    s = settings_from(args)
-    device = resolve_device(args.device)
-    out = Path(args.out)
+    device = resolve_device(device)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "settings.json"
     if saved.exists() and json.loads(saved.read_text()) != s:
         raise UserError(f"{out} holds a run with other settings: choose a new --out or delete it")
     atomic_write(saved, lambda f: f.write(json.dumps(s, indent=2).encode()))
-    progress = not args.no_progress
     results = {"settings": s, "seed_table1": SEED_TABLE, "table1": table1(s, out, device, progress)}
-    if not args.skip_figure6:
+    if not s["skip_figure6"]:
         results["figure6"] = figure6(s, out, device, progress)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attacks.norms import LinfBall
+from ..balls import LinfBall
 from ..divergences import entropic_wasserstein, w2_squared
 from ..errors import UserError
 from .registry import register
