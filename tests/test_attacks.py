@@ -510,3 +510,63 @@ def test_targeted_attacks_reach_their_target():
             reached = model(x_adv).argmax(1) == target
         assert reached.float().mean() > 0.9, type(atk).__name__
         assert (x_adv - x).abs().max() <= eps + 1e-6
+
+
+# ---- defects found by reading the code (issue 8) ---------------------------------------------------
+
+class FirstCallFooled(nn.Module):
+    """Three classes, input ignored except for a zero-gradient path. The first forward pass returns
+    logits that misclassify class 0 with a low cross-entropy (0.69); every later pass classifies it
+    correctly with a higher one (1.03). Records the inputs it was called on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(x.detach().clone())
+        fooled, kept = torch.tensor([1.0, 1.01, -100.0]), torch.tensor([1.0, 0.9, 0.9])
+        return (fooled if len(self.calls) == 1 else kept).expand(len(x), 3) + 0 * x.flatten(1)[:, :1]
+
+
+def test_pgd_without_early_stop_keeps_the_first_success_per_example():
+    # a later failed restart with a higher loss must not overwrite an earlier success (docs/attacks.md)
+    model = FirstCallFooled()
+    x, y = torch.full((4, 1, 2, 2), 0.5), torch.zeros(4, dtype=torch.long)
+    atk = PGD(model, eps=0.2, steps=0, restarts=2, early_stop=False)
+    x_adv = atk.run(x, y)                       # run(): no label check, so call 1 is restart 1
+    assert len(model.calls) == 2
+    assert torch.equal(x_adv, model.calls[0].clamp(0, 1))          # restart 1's success, not restart 2
+    assert not torch.equal(model.calls[0], model.calls[1])
+
+
+class Detached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x.detach())
+
+
+@pytest.mark.parametrize("make", [lambda m: PGD(m, eps=0.1, steps=3), lambda m: FGSM(m, eps=0.1),
+                                  lambda m: CW(m, steps=3, binary_search_steps=1), lambda m: DeepFool(m, steps=3)])
+def test_gradient_attacks_refuse_a_model_without_an_input_gradient(make):
+    # zeros here made a detaching model look 100% robust
+    model = Detached()
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with pytest.raises(UserError, match="does not depend on its input"):
+        make(model)(x, y)
+
+
+def test_attacks_refuse_labels_the_model_cannot_output():
+    # label 99 on a 10-class model was counted as broken from the start
+    model = small_net()
+    x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 99, 2])
+    for atk in (PGD(model, eps=0.1, steps=2), Square(model, eps=0.1, queries=5), Spatial(model, angles=3, shifts=1)):
+        with pytest.raises(UserError, match="10 classes"):
+            atk(x, y)
+    with pytest.raises(UserError, match="10 classes"):
+        PGD(model, eps=0.1, steps=2)(x, torch.tensor([0, 1, 2]), target=torch.tensor([0, 1, -1]))

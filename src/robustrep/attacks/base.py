@@ -51,12 +51,23 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce",
 
 
 def input_gradient(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Gradient of value.sum() with respect to x; zeros where value does not depend on x at all
-    (a constant or detached model), where autograd itself would raise."""
-    if not value.requires_grad:
-        return torch.zeros_like(x)
-    grad, = torch.autograd.grad(value.sum(), x, allow_unused=True)
-    return torch.zeros_like(x) if grad is None else grad
+    """Gradient of value.sum() with respect to x.
+
+    A model whose output has no path back to its input (its forward detaches x, runs under no_grad,
+    or ignores x) has no input gradient at all: zeros here would make every gradient attack fail and
+    the model look perfectly robust, so this raises instead. (A path whose gradient is zero, such as
+    rounding, is a masked gradient and is returned as it is.)"""
+    grad = None
+    if value.requires_grad:
+        grad, = torch.autograd.grad(value.sum(), x, allow_unused=True)
+    if grad is None:
+        raise UserError(NO_INPUT_GRADIENT)
+    return grad
+
+
+NO_INPUT_GRADIENT = ("the model's output does not depend on its input through autograd (does its forward detach x "
+                     "or run under no_grad?): a gradient attack cannot run on it; use a black-box attack (square, "
+                     "onepixel, spatial) or fix the model")
 
 
 def is_success(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
@@ -70,6 +81,7 @@ class Attack:
     where the subclass supports one (`supports_targeted`)."""
 
     supports_targeted = False
+    uses_gradient = True        # black-box attacks set False: they never ask for an input gradient
 
     def __init__(self, model: nn.Module):
         if not isinstance(model, nn.Module):
@@ -79,16 +91,38 @@ class Attack:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         check_images(x, "x")
         check_labels(y, len(x), "y")
+        if target is not None and not self.supports_targeted:
+            raise UserError(f"{type(self).__name__} has no targeted mode")
+        if len(x) == 0:
+            return x.detach().clone()
+        # one forward (and backward) pass on one example, before the work: a label the model cannot output
+        # would count as "broken" from the start, and a model whose logits have no path back to the
+        # input would look perfectly robust to a gradient attack (CW's distance term alone has one)
+        probe = x[:1].detach().clone().requires_grad_(self.uses_gradient)
+        with torch.set_grad_enabled(self.uses_gradient), eval_mode(self.model):
+            logits = self.model(probe)
+        classes = logits.shape[-1]
+        if self.uses_gradient:
+            input_gradient(logits, probe)
+        check_labels(y, len(x), "y", num_classes=classes)
         if target is not None:
-            if not self.supports_targeted:
-                raise UserError(f"{type(self).__name__} has no targeted mode")
-            check_labels(target, len(x), "target")
+            check_labels(target, len(x), "target", num_classes=classes)
         with eval_mode(self.model):
             x_adv = self.run(x.detach(), y, target)
         return x_adv.detach().clamp_(0.0, 1.0)
 
     def run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def objective(self, x: torch.Tensor, goal: torch.Tensor, kind: str = "ce",
+                  targeted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss [B] that the attack ascends, logits [B, C]) at x: the one place the gradient attacks
+        meet the model, so that a wrapper (attacks.EOT) can put an expectation over transformations here."""
+        expected = getattr(self.model, "expected_objective", None)
+        if expected is not None:
+            return expected(x, goal, kind, targeted)
+        logits = self.model(x)
+        return classification_loss(logits, goal, kind, targeted), logits
 
     def __repr__(self) -> str:
         # settings only: not the model, the norm-ball helper, or results kept from the last call

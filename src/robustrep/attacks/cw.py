@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack, classification_loss, input_gradient
-from ..errors import UserError
+from .. import validate
+from .base import Attack, input_gradient
+from .pgd import MAX_STEPS
 
 
 class CW(Attack):
@@ -30,10 +31,14 @@ class CW(Attack):
     def __init__(self, model: nn.Module, c: float = 1.0, kappa: float = 0.0, steps: int = 100,
                  lr: float = 0.01, binary_search_steps: int = 5, abort_early: bool = True):
         super().__init__(model)
-        if c <= 0 or kappa < 0 or steps < 1 or lr <= 0 or binary_search_steps < 1:
-            raise UserError("CW needs c > 0, kappa >= 0, steps >= 1, lr > 0 and binary_search_steps >= 1")
-        self.c, self.kappa, self.steps, self.lr = float(c), float(kappa), int(steps), float(lr)
-        self.binary_search_steps, self.abort_early = int(binary_search_steps), abort_early
+        # a NaN c made every loss NaN and the model look perfectly robust: refuse it here
+        self.c = validate.positive(c, "CW c", high=1e10)
+        self.kappa = validate.nonnegative(kappa, "CW kappa", high=1e10)
+        self.steps = validate.positive(steps, "CW steps", integer=True, high=MAX_STEPS)
+        self.lr = validate.positive(lr, "CW lr", high=1e6)
+        self.binary_search_steps = validate.positive(binary_search_steps, "CW binary_search_steps", integer=True,
+                                                     high=64)
+        self.abort_early = bool(abort_early)
 
     def run(self, x, y, target=None):
         targeted = target is not None
@@ -69,10 +74,9 @@ class CW(Attack):
         for step in range(self.steps):
             w.requires_grad_(True)
             x_new = (torch.tanh(w) + 1) / 2
-            logits = self.model(x_new)
             l2 = (x_new - xa).flatten(1).pow(2).sum(1)
             # the CW margin, positive once the attack succeeds: f = max(-margin, -kappa)
-            margin = classification_loss(logits, ga, "margin", targeted)
+            margin, _ = self.objective(x_new, ga, "margin", targeted)
             loss = l2 + ca * (-margin).clamp(min=-self.kappa)
             grad = input_gradient(loss, w)
             with torch.no_grad():

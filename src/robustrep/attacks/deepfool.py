@@ -29,19 +29,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import validate
 from .base import Attack, input_gradient
-from ..errors import UserError
+from .pgd import MAX_STEPS
 
 
 class DeepFool(Attack):
     def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, candidates: int = 10,
                  norm: str = "l2"):
         super().__init__(model)
-        if steps < 1 or overshoot < 0 or candidates < 2:
-            raise UserError("DeepFool needs steps >= 1, overshoot >= 0 and candidates >= 2")
-        if norm not in ("l2", "linf"):
-            raise UserError(f"DeepFool norm must be 'l2' or 'linf', got {norm!r}")
-        self.steps, self.overshoot, self.candidates, self.norm = int(steps), float(overshoot), int(candidates), norm
+        self.steps = validate.positive(steps, "DeepFool steps", integer=True, high=MAX_STEPS)
+        self.overshoot = validate.nonnegative(overshoot, "DeepFool overshoot", high=1e3)
+        self.candidates = validate.number(candidates, "DeepFool candidates", low=2, high=10**5, integer=True)
+        self.norm = validate.choice(norm, "DeepFool norm", ("l2", "linf"))
         self.norms = self.success = self.rho = None
 
     @property

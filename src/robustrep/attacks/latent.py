@@ -26,7 +26,9 @@ from torch import nn
 from .base import eval_mode, input_gradient
 from ..balls import get_ball
 from ..divergences import w2_squared
+from .. import validate
 from ..errors import UserError
+from .pgd import MAX_EPS, MAX_STEPS
 from ..utils import check_images
 
 
@@ -45,13 +47,12 @@ class LatentAttack:
                  alpha: float | None = None, divergence: str = "w2", random_start: bool = True):
         if not isinstance(encoder, nn.Module):
             raise UserError(f"LatentAttack needs an nn.Module encoder, got {type(encoder).__name__}")
-        if eps < 0 or steps < 0:
-            raise UserError("LatentAttack needs eps >= 0 and steps >= 0")
-        if divergence not in DIVERGENCES:
-            raise UserError(f"unknown divergence {divergence!r}: use one of {', '.join(DIVERGENCES)}")
-        self.model, self.eps, self.steps, self.norm = encoder, float(eps), int(steps), norm
-        self.ball = get_ball(norm)
-        self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / max(self.steps, 1)
+        self.eps = validate.nonnegative(eps, "LatentAttack eps", high=MAX_EPS)
+        self.steps = validate.nonnegative(steps, "LatentAttack steps", integer=True, high=MAX_STEPS)
+        validate.choice(divergence, "LatentAttack divergence", DIVERGENCES)
+        self.model, self.norm, self.ball = encoder, norm, get_ball(norm)
+        self.alpha = (validate.nonnegative(alpha, "LatentAttack alpha", high=MAX_EPS) if alpha is not None
+                      else 2.5 * self.eps / max(self.steps, 1))
         self.divergence, self.random_start = divergence, random_start
 
     def encode(self, x):

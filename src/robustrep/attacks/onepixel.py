@@ -19,20 +19,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import validate
 from .base import Attack, is_success
 from ..errors import UserError
+from .pgd import MAX_STEPS
 
 
 class OnePixel(Attack):
+    uses_gradient = False
     supports_targeted = True
 
     def __init__(self, model: nn.Module, pixels: int = 1, steps: int = 75, popsize: int = 400,
                  mutation: float = 0.5, batch_size: int = 8192):
         super().__init__(model)
-        if pixels < 1 or steps < 0 or popsize < 4:
-            raise UserError("OnePixel needs pixels >= 1, steps >= 0 and popsize >= 4")
-        self.pixels, self.steps, self.popsize = int(pixels), int(steps), int(popsize)
-        self.mutation, self.batch_size = float(mutation), int(batch_size)
+        self.pixels = validate.positive(pixels, "OnePixel pixels", integer=True, high=10**6)
+        self.steps = validate.nonnegative(steps, "OnePixel steps", integer=True, high=MAX_STEPS)
+        self.popsize = validate.number(popsize, "OnePixel popsize", low=4, high=10**6, integer=True)
+        self.mutation = validate.number(mutation, "OnePixel mutation", low=0, high=2, low_open=True)
+        self.batch_size = validate.positive(batch_size, "OnePixel batch_size", integer=True)
 
     @torch.no_grad()
     def run(self, x, y, target=None):

@@ -18,9 +18,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attack, classification_loss, input_gradient, is_success
+from .base import Attack, input_gradient, is_success
 from ..balls import get_ball
-from ..errors import UserError
+from .. import validate
+
+# Upper limits that refuse absurd settings before any work: images live in [0, 1], so a radius beyond
+# MAX_EPS means nothing more (and its float32 square would overflow); beyond the step limits a run
+# would not end in any useful time.
+MAX_EPS = 1e6
+MAX_STEPS = 10**6
+MAX_RESTARTS = 10**4
 
 
 class PGD(Attack):
@@ -30,13 +37,16 @@ class PGD(Attack):
                  norm: str = "linf", alpha: float | None = None, loss: str = "ce",
                  random_start: bool = True, early_stop: bool = True):
         super().__init__(model)
-        if eps < 0 or steps < 0 or restarts < 1:
-            raise UserError("PGD needs eps >= 0, steps >= 0 and restarts >= 1")
-        self.eps, self.steps, self.restarts, self.norm = float(eps), int(steps), int(restarts), norm
-        self.ball = get_ball(norm)
+        name = type(self).__name__
+        self.eps = validate.nonnegative(eps, f"{name} eps", high=MAX_EPS)
+        self.steps = validate.nonnegative(steps, f"{name} steps", integer=True, high=MAX_STEPS)
+        self.restarts = validate.positive(restarts, f"{name} restarts", integer=True, high=MAX_RESTARTS)
+        self.norm, self.ball = norm, get_ball(norm)
         # Madry et al.'s rule of thumb: 2.5 eps / steps lets a walk from anywhere in the ball reach its edge.
-        self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / max(self.steps, 1)
-        self.loss, self.random_start, self.early_stop = loss, random_start, early_stop
+        self.alpha = (validate.nonnegative(alpha, f"{name} alpha", high=MAX_EPS) if alpha is not None
+                      else 2.5 * self.eps / max(self.steps, 1))
+        self.loss = validate.choice(loss, f"{name} loss", ("ce", "margin"))
+        self.random_start, self.early_stop = bool(random_start), bool(early_stop)
 
     def run(self, x, y, target=None):
         targeted = target is not None
@@ -45,14 +55,19 @@ class PGD(Attack):
         with torch.no_grad():
             done = is_success(self.model(x), goal, targeted) if self.early_stop else torch.zeros_like(y, dtype=torch.bool)
         best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+        broken = torch.zeros_like(done)          # an earlier restart already fooled the model here
         for _ in range(self.restarts):
             todo = (~done).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
             x_r, success, loss = self._one_run(x[todo], goal[todo], targeted)
-            better = success | (loss > best_loss[todo])
+            # the first success per example is kept (docs/attacks.md); until one, the highest loss
+            # (a later failed restart with a higher loss must not replace a success: early_stop=False)
+            new = ~broken[todo]
+            better = new & (success | (loss > best_loss[todo]))
             x_adv[todo[better]] = x_r[better]
             best_loss[todo[better]] = loss[better]
+            broken[todo[new & success]] = True
             if self.early_stop:
                 done[todo[success]] = True
         return x_adv
@@ -72,8 +87,7 @@ class PGD(Attack):
         x_try = (x + delta).clamp(0, 1).detach()
         for step in range(self.steps + 1):
             x_try.requires_grad_(True)
-            logits = self.model(x_try)
-            loss = classification_loss(logits, ga, self.loss, targeted)
+            loss, logits = self.objective(x_try, ga, self.loss, targeted)
             won = is_success(logits, ga, targeted).detach()
             if step == self.steps:
                 x_out[alive], final_loss[alive], success[alive] = x_try.detach(), loss.detach(), won

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import validate
 from .base import Attack, classification_loss, eval_mode, is_success
 from ..errors import UserError
 from ..utils import check_images, check_labels
@@ -41,13 +42,17 @@ def transform(x: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor, dy: torch.
 
 
 class Spatial(Attack):
+    uses_gradient = False
     def __init__(self, model: nn.Module, max_angle: float = 30.0, max_shift: float = 0.1, angles: int = 31,
                  shifts: int = 5, loss: str = "ce", early_stop: bool = False):
         super().__init__(model)
-        if max_angle < 0 or max_shift < 0 or angles < 1 or shifts < 1:
-            raise UserError("Spatial needs max_angle >= 0, max_shift >= 0, angles >= 1 and shifts >= 1")
-        self.max_angle, self.max_shift, self.angles, self.shifts = float(max_angle), float(max_shift), int(angles), int(shifts)
-        self.loss, self.early_stop = loss, early_stop
+        # a NaN angle gave NaN images and a meaningless accuracy: refuse it here
+        self.max_angle = validate.number(max_angle, "Spatial max_angle", low=0, high=180)
+        self.max_shift = validate.number(max_shift, "Spatial max_shift", low=0, high=1)
+        self.angles = validate.positive(angles, "Spatial angles", integer=True, high=10**4)
+        self.shifts = validate.positive(shifts, "Spatial shifts", integer=True, high=10**3)
+        self.loss = validate.choice(loss, "Spatial loss", ("ce", "margin"))
+        self.early_stop = bool(early_stop)
 
     def grid(self) -> torch.Tensor:
         """All (angle, dx, dy) tried, [G, 3], the identity first."""

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import validate
 from .base import Attack, classification_loss
+from .pgd import MAX_EPS
 from ..errors import UserError
 
 
@@ -35,13 +37,14 @@ def _p_schedule(p_init: float, it: int, queries: int) -> float:
 
 
 class Square(Attack):
+    uses_gradient = False
     supports_targeted = True
 
     def __init__(self, model: nn.Module, eps: float = 0.1, queries: int = 1000, p_init: float = 0.3):
         super().__init__(model)
-        if eps < 0 or queries < 0 or not 0 < p_init <= 1:
-            raise UserError("Square needs eps >= 0, queries >= 0 and 0 < p_init <= 1")
-        self.eps, self.queries, self.p_init = float(eps), int(queries), float(p_init)
+        self.eps = validate.nonnegative(eps, "Square eps", high=MAX_EPS)
+        self.queries = validate.nonnegative(queries, "Square queries", integer=True, high=10**7)
+        self.p_init = validate.number(p_init, "Square p_init", low=0, high=1, low_open=True)
 
     def _loss(self, logits, goal, targeted):
         # lower is better for the attacker; negative exactly when it has succeeded (untargeted)

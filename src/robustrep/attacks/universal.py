@@ -24,7 +24,8 @@ from torch import nn
 from .base import Attack, eval_mode, predict
 from .deepfool import DeepFool
 from ..balls import get_ball
-from ..errors import UserError
+from .. import validate
+from .pgd import MAX_EPS, MAX_STEPS
 from ..utils import check_images
 
 
@@ -33,11 +34,15 @@ class UniversalPerturbation(Attack):
                  target_fooling: float = 0.8, overshoot: float = 0.02, deepfool_steps: int = 20,
                  chunk: int = 64):
         super().__init__(model)
-        if eps <= 0 or max_epochs < 1 or not 0 < target_fooling <= 1:
-            raise UserError("UniversalPerturbation needs eps > 0, max_epochs >= 1 and 0 < target_fooling <= 1")
-        self.eps, self.norm, self.max_epochs, self.target_fooling = float(eps), norm, int(max_epochs), float(target_fooling)
-        self.ball = get_ball(norm)
-        self.overshoot, self.deepfool_steps, self.chunk = float(overshoot), int(deepfool_steps), int(chunk)
+        self.eps = validate.positive(eps, "UniversalPerturbation eps", high=MAX_EPS)
+        self.norm, self.ball = norm, get_ball(norm)
+        self.max_epochs = validate.positive(max_epochs, "UniversalPerturbation max_epochs", integer=True, high=10**4)
+        self.target_fooling = validate.number(target_fooling, "UniversalPerturbation target_fooling", low=0, high=1,
+                                              low_open=True)
+        self.overshoot = validate.nonnegative(overshoot, "UniversalPerturbation overshoot", high=1e3)
+        self.deepfool_steps = validate.positive(deepfool_steps, "UniversalPerturbation deepfool_steps", integer=True,
+                                                high=MAX_STEPS)
+        self.chunk = validate.positive(chunk, "UniversalPerturbation chunk", integer=True)
         self.perturbation: torch.Tensor | None = None
         self.fooling_rate: float | None = None
 
