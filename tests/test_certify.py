@@ -1,5 +1,6 @@
 """rr.certify: agreement with convex_adversarial (oracle), interval arithmetic done by hand, exact LP
 enumeration on tiny nets, attacks that must never beat a certificate, the robust loss, and user errors."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,8 +28,16 @@ def convnet(seed, dtype=torch.float64, odd=False):
     whose transpose needs an output padding (convex_adversarial cannot transpose it)."""
     torch.manual_seed(seed)
     second = nn.Conv2d(4, 8, 3, stride=2, padding=1) if odd else nn.Conv2d(4, 8, 4, stride=2, padding=1)
-    return nn.Sequential(nn.Conv2d(1, 4, 4, stride=2, padding=1), nn.ReLU(), second,
-                         nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 16), nn.ReLU(), nn.Linear(16, 10)).to(dtype)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 4, stride=2, padding=1),
+        nn.ReLU(),
+        second,
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+    ).to(dtype)
 
 
 def margins(net, x, y):
@@ -38,9 +47,10 @@ def margins(net, x, y):
 
 # ---------------------------------------------------------------- agreement with convex_adversarial
 
+
 def oracle(net, x, y, eps):
     ca = pytest.importorskip("convex_adversarial")
-    dual = ca.DualNetwork(net, x, eps)          # bounded_input=False: no [0, 1] box, as in the paper
+    dual = ca.DualNetwork(net, x, eps)  # bounded_input=False: no [0, 1] box, as in the paper
     k = net[-1].out_features
     eye = torch.eye(k, dtype=x.dtype)
     return dual, dual(eye[y].unsqueeze(1) - eye.unsqueeze(0))
@@ -64,11 +74,14 @@ def test_dual_equals_convex_adversarial(kind, seed):
     ours_layers = layer_bounds(net, x, eps, "dual")
     assert len(relus) == len(ours_layers) == 3
     for (lo, up), ref_layer in zip(ours_layers, relus):
-        assert torch.allclose(lo, ref_layer.zl, atol=1e-4, rtol=0) and torch.allclose(up, ref_layer.zu, atol=1e-4, rtol=0)
+        assert torch.allclose(lo, ref_layer.zl, atol=1e-4, rtol=0) and torch.allclose(
+            up, ref_layer.zu, atol=1e-4, rtol=0
+        )
 
 
 def test_dual_equals_convex_adversarial_on_wong_kolter_mnist_net_float32():
     from robustrep.models.classifier import wk_conv
+
     torch.manual_seed(0)
     net = wk_conv((1, 28, 28), 10)
     x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 3, 7])
@@ -82,11 +95,12 @@ def test_per_example_eps_matches_separate_calls():
     eps = torch.tensor([0.0, 0.05, 0.2], dtype=torch.float64)
     batch = margin_bounds(net, x, y, eps, "dual")
     for i in range(3):
-        one = margin_bounds(net, x[i:i + 1], y[i:i + 1], float(eps[i]), "dual")
+        one = margin_bounds(net, x[i : i + 1], y[i : i + 1], float(eps[i]), "dual")
         assert torch.allclose(batch[i], one[0], atol=1e-10)
 
 
 # ---------------------------------------------------------------- IBP by hand
+
 
 def ibp_by_hand(net, x, y, eps):
     """Plain numpy interval arithmetic, one unit at a time, with the last layer folded into c."""
@@ -116,12 +130,18 @@ def test_ibp_equals_interval_arithmetic_by_hand(seed):
     ours = margin_bounds(net, x, y, 0.07, "ibp")
     assert np.allclose(ours.detach().numpy(), ibp_by_hand(net, x, y, 0.07), atol=1e-10)
     # folding the last layer into c is never looser than subtracting the logits' intervals
-    (lo, hi), = [layer_bounds(net, x, 0.07, "ibp")[-1]]
+    ((lo, hi),) = [layer_bounds(net, x, 0.07, "ibp")[-1]]
     last = net[-1]
-    zl = torch.nn.functional.linear(lo.clamp(min=0), last.weight.clamp(min=0)) + \
-        torch.nn.functional.linear(hi.clamp(min=0), last.weight.clamp(max=0)) + last.bias
-    zu = torch.nn.functional.linear(hi.clamp(min=0), last.weight.clamp(min=0)) + \
-        torch.nn.functional.linear(lo.clamp(min=0), last.weight.clamp(max=0)) + last.bias
+    zl = (
+        torch.nn.functional.linear(lo.clamp(min=0), last.weight.clamp(min=0))
+        + torch.nn.functional.linear(hi.clamp(min=0), last.weight.clamp(max=0))
+        + last.bias
+    )
+    zu = (
+        torch.nn.functional.linear(hi.clamp(min=0), last.weight.clamp(min=0))
+        + torch.nn.functional.linear(lo.clamp(min=0), last.weight.clamp(max=0))
+        + last.bias
+    )
     naive = zl.gather(1, y[:, None]) - zu
     off = torch.ones_like(ours, dtype=torch.bool).scatter(1, y[:, None], False)
     assert (ours[off] >= naive[off] - 1e-12).all()
@@ -148,26 +168,30 @@ def test_exact_at_zero_radius(method):
 
 # ---------------------------------------------------------------- soundness against exact answers
 
-def exact_min_margins(net, x, y, eps):
-    """min over the l_inf ball of z_y - z_j for each j, by enumerating every activation pattern of the
-    hidden units and solving one LP in x per pattern (scipy HiGHS)."""
+
+def exact_min_margins(net, x, y, eps, box=None):
+    """min over the l_inf ball (clipped to `box` = (lo, hi) if given) of z_y - z_j for each j, by
+    enumerating every activation pattern of the hidden units and solving one LP in x per pattern
+    (scipy HiGHS)."""
     from scipy.optimize import linprog
+
     linears = [m for m in net if isinstance(m, nn.Linear)]
     W = [m.weight.detach().numpy() for m in linears]
     b = [m.bias.detach().numpy() for m in linears]
     widths = [w.shape[0] for w in W[:-1]]
     n0, k = W[0].shape[1], W[-1].shape[0]
-    bounds = list(zip(x - eps, x + eps))
+    lo, hi = (x - eps, x + eps) if box is None else (np.maximum(x - eps, box[0]), np.minimum(x + eps, box[1]))
+    bounds = list(zip(lo, hi))
     best = np.full(k, np.inf)
     for pattern in itertools.product([0, 1], repeat=sum(widths)):
         A_ub, b_ub = [], []
-        M, c0 = np.eye(n0), np.zeros(n0)           # current layer = M x + c0
+        M, c0 = np.eye(n0), np.zeros(n0)  # current layer = M x + c0
         start = 0
         for Wl, bl, width in zip(W[:-1], b[:-1], widths):
-            M, c0 = Wl @ M, Wl @ c0 + bl           # pre-activation
-            s = np.array(pattern[start:start + width], dtype=float)
+            M, c0 = Wl @ M, Wl @ c0 + bl  # pre-activation
+            s = np.array(pattern[start : start + width], dtype=float)
             start += width
-            sign = np.where(s > 0, -1.0, 1.0)      # active: z >= 0 -> -z <= 0; inactive: z <= 0
+            sign = np.where(s > 0, -1.0, 1.0)  # active: z >= 0 -> -z <= 0; inactive: z <= 0
             A_ub.append(sign[:, None] * M)
             b_ub.append(-sign * c0)
             M, c0 = s[:, None] * M, s * c0
@@ -195,13 +219,14 @@ def test_sound_against_exhaustive_lp_enumeration(seed):
         for i in range(2):
             exact = exact_min_margins(net, x[i].numpy(), int(y[i]), eps)
             # the enumeration itself: its minimum is attained in the ball, so below the margin at x
-            assert np.all(exact <= margins(net, x[i:i + 1], y[i:i + 1])[0].detach().numpy() + 1e-7)
+            assert np.all(exact <= margins(net, x[i : i + 1], y[i : i + 1])[0].detach().numpy() + 1e-7)
             assert np.all(dual[i].detach().numpy() <= exact + 1e-7)
             assert np.all(ibp[i].detach().numpy() <= exact + 1e-7)
 
 
 def test_no_certified_point_is_broken_by_sampling_or_pgd():
     from robustrep.attacks import PGD
+
     eps = 0.04
     for seed in range(3):
         net = convnet(seed, torch.float32, odd=seed == 2)
@@ -224,6 +249,7 @@ def test_no_certified_point_is_broken_by_sampling_or_pgd():
 
 
 # ---------------------------------------------------------------- robust loss
+
 
 def test_robust_loss_is_differentiable_and_upper_bounds_clean_cross_entropy():
     net = convnet(0, torch.float32)
@@ -261,20 +287,29 @@ def test_epsilon_schedule_is_wong_kolters_linspace():
 
 # ---------------------------------------------------------------- user errors
 
-@pytest.mark.parametrize("bad", [
-    dict(net=nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))),
-    dict(method="crown"),
-    dict(eps=-0.1),
-    dict(eps=float("nan")),
-    dict(x=torch.full((2, 4), float("nan"))),
-    dict(y=torch.tensor([0, 5])),
-    dict(y=torch.tensor([0.0, 1.0])),
-    dict(x=torch.rand(2, 5)),
-    dict(net=nn.Linear(4, 2)),
-])
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(net=nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))),
+        dict(method="lp"),
+        dict(eps=-0.1),
+        dict(eps=float("nan")),
+        dict(x=torch.full((2, 4), float("nan"))),
+        dict(y=torch.tensor([0, 5])),
+        dict(y=torch.tensor([0.0, 1.0])),
+        dict(x=torch.rand(2, 5)),
+        dict(net=nn.Linear(4, 2)),
+    ],
+)
 def test_bad_input_is_a_user_error(bad):
-    args = dict(net=nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), x=torch.rand(2, 4),
-                y=torch.tensor([0, 1]), eps=0.1, method="dual")
+    args = dict(
+        net=nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)),
+        x=torch.rand(2, 4),
+        y=torch.tensor([0, 1]),
+        eps=0.1,
+        method="dual",
+    )
     args.update(bad)
     with pytest.raises(UserError):
         margin_bounds(args["net"], args["x"], args["y"], args["eps"], args["method"])
@@ -290,9 +325,14 @@ def test_classifier_with_front_end_is_not_certified_behind_its_back():
 
 def test_grouped_dilated_convolutions_are_transposed_exactly():
     torch.manual_seed(4)
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, groups=2), nn.ReLU(),
-                        nn.Conv2d(4, 4, 2, stride=1, groups=4, bias=False), nn.ReLU(), nn.Flatten(),
-                        nn.LazyLinear(3)).double()
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, groups=2),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 2, stride=1, groups=4, bias=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(3),
+    ).double()
     x = torch.rand(4, 2, 9, 9, dtype=torch.float64)
     net(x)
     y = net(x).argmax(1)
@@ -317,13 +357,15 @@ def test_same_bounds_on_cuda(method):
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_fold_transpose_of_a_first_convolution_equals_conv_transpose(dilation):
     from robustrep.certify.layers import Conv2dOp
+
     torch.manual_seed(5)
-    conv = nn.Conv2d(1, 12, 3, stride=2, padding=1, dilation=dilation).double()     # 1*9 <= 12: the fold path
+    conv = nn.Conv2d(1, 12, 3, stride=2, padding=1, dilation=dilation).double()  # 1*9 <= 12: the fold path
     x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
     op = Conv2dOp(conv, (1, 12, 12), tuple(conv(x).shape[1:]))
     nu = torch.randn(3, 5, *op.out_shape, dtype=torch.float64)
-    ref = torch.nn.functional.conv_transpose2d(nu.flatten(0, 1), conv.weight, None, conv.stride, conv.padding,
-                                               op.output_padding, 1, conv.dilation).view(3, 5, 1, 12, 12)
+    ref = torch.nn.functional.conv_transpose2d(
+        nu.flatten(0, 1), conv.weight, None, conv.stride, conv.padding, op.output_padding, 1, conv.dilation
+    ).view(3, 5, 1, 12, 12)
     assert torch.allclose(op.transpose(nu), ref, atol=1e-12)
     # and it is the adjoint: <nu, W x> = <W^T nu, x>
     lhs = (nu * conv(x).sub(conv.bias.view(1, -1, 1, 1)).unsqueeze(1)).flatten(2).sum(2)
@@ -333,10 +375,11 @@ def test_fold_transpose_of_a_first_convolution_equals_conv_transpose(dilation):
 
 def test_blockwise_layer_bounds_without_gradients_equal_the_one_shot_ones(monkeypatch):
     from robustrep.certify import dual
+
     net = convnet(3, odd=True)
     x, y = torch.rand(5, 1, 12, 12, dtype=torch.float64), torch.randint(0, 10, (5,))
-    with_grad = margin_bounds(net, x, y, 0.05, "dual")              # graph kept: one block
-    monkeypatch.setattr(dual, "MAX_ELEMENTS", 5 * 144 * 7)          # blocks of 7 units
+    with_grad = margin_bounds(net, x, y, 0.05, "dual")  # graph kept: one block
+    monkeypatch.setattr(dual, "MAX_ELEMENTS", 5 * 144 * 7)  # blocks of 7 units
     with torch.no_grad():
         blocks = margin_bounds(net, x, y, 0.05, "dual")
     assert torch.allclose(with_grad, blocks, atol=1e-12)
@@ -353,7 +396,7 @@ def test_consecutive_affine_layers_before_the_first_relu():
         for _ in range(30):
             assert (margins(net, x + 0.1 * torch.sign(torch.randn_like(x)), y) >= bound - 1e-9).all()
     flat = nn.Sequential(nn.Linear(16, 10), nn.ReLU(), nn.Linear(10, 3)).double()
-    with torch.no_grad():                                 # the folded product W2 W1 gives the same exact first layer
+    with torch.no_grad():  # the folded product W2 W1 gives the same exact first layer
         flat[0].weight.copy_(net[2].weight @ net[1].weight)
         flat[0].bias.copy_(net[2].weight @ net[1].bias + net[2].bias)
         flat[2].load_state_dict(net[4].state_dict())

@@ -14,6 +14,7 @@ need no special case.
 Shapes: a dual variable `nu` for a layer of shape S is a tensor [B, K, *S] (K objectives per example);
 B may be 1 where the variable is the same for every example (before the first ReLU is met).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class LinearOp(AffineOp):
         return F.linear(z, self.layer.weight.abs())
 
     def transpose(self, nu):
-        return nu.matmul(self.layer.weight)              # [.., out] @ [out, in] = W^T applied to nu
+        return nu.matmul(self.layer.weight)  # [.., out] @ [out, in] = W^T applied to nu
 
     def bias_dot(self, nu):
         return None if self.layer.bias is None else nu.matmul(self.layer.bias)
@@ -76,17 +77,24 @@ class LinearOp(AffineOp):
 class Conv2dOp(AffineOp):
     def __init__(self, layer: nn.Conv2d, in_shape, out_shape):
         if layer.padding_mode != "zeros":
-            raise UserError(f"certification supports Conv2d with zero padding only, got padding_mode="
-                            f"{layer.padding_mode!r}")
+            raise UserError(
+                f"certification supports Conv2d with zero padding only, got padding_mode={layer.padding_mode!r}"
+            )
         if isinstance(layer.padding, str) and layer.padding != "valid":
             raise UserError("certification needs explicit integer Conv2d padding (not padding='same')")
         self.layer, self.in_shape, self.out_shape = layer, tuple(in_shape), tuple(out_shape)
         self.padding = (0, 0) if isinstance(layer.padding, str) else layer.padding
         # conv_transpose2d's output size is ambiguous for strides > 1: pin it to the real input size.
         self.output_padding = tuple(
-            self.in_shape[1 + d] - ((self.out_shape[1 + d] - 1) * layer.stride[d] - 2 * self.padding[d]
-                                    + layer.dilation[d] * (layer.kernel_size[d] - 1) + 1)
-            for d in range(2))
+            self.in_shape[1 + d]
+            - (
+                (self.out_shape[1 + d] - 1) * layer.stride[d]
+                - 2 * self.padding[d]
+                + layer.dilation[d] * (layer.kernel_size[d] - 1)
+                + 1
+            )
+            for d in range(2)
+        )
 
     def _conv(self, z, weight, bias=None):
         return F.conv2d(z, weight, bias, self.layer.stride, self.padding, self.layer.dilation, self.layer.groups)
@@ -104,11 +112,21 @@ class Conv2dOp(AffineOp):
         if layer.groups == 1 and layer.in_channels * k <= layer.out_channels:
             # Few input channels (the first convolution of an image net): W^T nu as one matrix product to
             # the patches and a fold (col2im) is ~2.5x faster on CPU than conv_transpose2d here.
-            cols = layer.weight.flatten(1).T.matmul(nu.reshape(-1, self.out_shape[0], self.out_shape[1] * self.out_shape[2]))
+            cols = layer.weight.flatten(1).T.matmul(
+                nu.reshape(-1, self.out_shape[0], self.out_shape[1] * self.out_shape[2])
+            )
             out = F.fold(cols, self.in_shape[1:], layer.kernel_size, layer.dilation, self.padding, layer.stride)
             return out.reshape(*lead, *self.in_shape)
-        out = F.conv_transpose2d(nu.reshape(-1, *self.out_shape), self.layer.weight, None, self.layer.stride,
-                                 self.padding, self.output_padding, self.layer.groups, self.layer.dilation)
+        out = F.conv_transpose2d(
+            nu.reshape(-1, *self.out_shape),
+            self.layer.weight,
+            None,
+            self.layer.stride,
+            self.padding,
+            self.output_padding,
+            self.layer.groups,
+            self.layer.dilation,
+        )
         return out.reshape(*lead, *self.in_shape)
 
     def bias_dot(self, nu):
@@ -138,13 +156,18 @@ class ReshapeOp(AffineOp):
 
 @dataclass
 class ReLUBounds:
-    """Pre-activation bounds [l, u] of one ReLU layer and the Wong & Kolter relaxation they define
-    (2018, eq. 10): I- = {u <= 0} (d = 0), I+ = {l >= 0} (d = 1), I = {l < 0 < u} (d = u / (u - l))."""
+    """Pre-activation bounds [l, u] of one ReLU layer and the linear relaxation they define. Upper bound
+    zhat <= d (z - l) with d = u / (u - l) on I = {l < 0 < u} (0 on I- = {u <= 0}, 1 on I+ = {l >= 0});
+    lower bound zhat >= a z, with a = d (Wong & Kolter 2018, eq. 10: the dual network's fixed slope) or,
+    when `adaptive`, a = 1 if u > -l else 0 on I (CROWN, Zhang et al. 2018: the lower line of smaller area).
+    """
 
-    lower: torch.Tensor              # [B, *S]
-    upper: torch.Tensor              # [B, *S]
+    lower: torch.Tensor  # [B, *S]
+    upper: torch.Tensor  # [B, *S]
+    adaptive: bool = False
     d: torch.Tensor = field(init=False)
-    crossing: torch.Tensor = field(init=False)   # the set I, bool [B, *S]
+    slope: torch.Tensor = field(init=False)  # a: the lower bound's slope
+    crossing: torch.Tensor = field(init=False)  # the set I, bool [B, *S]
 
     def __post_init__(self):
         lo, up = self.lower, self.upper
@@ -152,11 +175,23 @@ class ReLUBounds:
         # A safe denominator keeps the gradient finite off I (torch.where differentiates both branches).
         den = torch.where(self.crossing, up - lo, torch.ones_like(up))
         self.d = torch.where(self.crossing, up / den, (lo >= 0).to(up.dtype))
+        if self.adaptive:
+            self.slope = torch.where(self.crossing, (up > -lo).to(up.dtype), self.d).detach()
+        else:
+            self.slope = self.d
 
     def backward(self, nuhat: torch.Tensor):
-        """nu_i = D_i nuhat_i, and the ReLU's share of the objective, sum_{j in I} l_j [nu_j]_+ for the
-        lower bound and sum_{j in I} l_j [-nu_j]_+ for the upper one (both [B, K])."""
-        nu = self.d.unsqueeze(1) * nuhat
+        """nu_i from nuhat_i, and the ReLU's share of the objective, sum_{j in I} l_j [nu_j]_+ for the
+        lower bound and sum_{j in I} l_j [-nu_j]_+ for the upper one (both [B, K]).
+
+        With nu = -c (a lower bound on c^T z), nuhat_j > 0 means a negative coefficient on zhat_j, which
+        takes the upper line (slope d, intercept -d l: the l [nu]_+ term); nuhat_j <= 0 takes the lower
+        line (slope a, no intercept). With a = d both are nu = D nuhat (Wong & Kolter's dual network); the
+        upper-bound term [-nu]_+ is only meaningful then (one walk serves +c and -c)."""
+        if self.adaptive:
+            nu = torch.where(nuhat > 0, self.d.unsqueeze(1) * nuhat, self.slope.unsqueeze(1) * nuhat)
+        else:
+            nu = self.d.unsqueeze(1) * nuhat
         l_crossing = torch.where(self.crossing, self.lower, torch.zeros_like(self.lower)).flatten(1).unsqueeze(-1)
         # [nu]_+ = (|nu| + nu) / 2 and [-nu]_+ = (|nu| - nu) / 2: two matrix-vector products, and no
         # [B, K, n]-sized temporaries beyond |nu| (these are the largest tensors of the whole bound).
@@ -172,7 +207,7 @@ class Chain:
 
     groups: list[list[AffineOp]]
     input_shape: tuple[int, ...]
-    shapes: list[tuple[int, ...]]    # shapes[i]: the output shape of groups[i]
+    shapes: list[tuple[int, ...]]  # shapes[i]: the output shape of groups[i]
 
     @property
     def num_relus(self) -> int:
@@ -197,8 +232,10 @@ def as_sequential(net: nn.Module) -> nn.Sequential:
     inner = getattr(net, "net", None)
     if isinstance(inner, nn.Sequential):
         return inner
-    raise UserError(f"certification needs an nn.Sequential of Linear, Conv2d, ReLU and Flatten layers "
-                    f"(or a model whose .net is one), got {type(net).__name__}")
+    raise UserError(
+        f"certification needs an nn.Sequential of Linear, Conv2d, ReLU and Flatten layers "
+        f"(or a model whose .net is one), got {type(net).__name__}"
+    )
 
 
 def parse(net: nn.Module, x: torch.Tensor) -> Chain:
@@ -213,8 +250,9 @@ def parse(net: nn.Module, x: torch.Tensor) -> Chain:
             try:
                 z = layer(z)
             except RuntimeError as err:
-                raise UserError(f"the network does not accept inputs of shape {tuple(x.shape)} "
-                                f"(layer {layer}: {err})") from None
+                raise UserError(
+                    f"the network does not accept inputs of shape {tuple(x.shape)} (layer {layer}: {err})"
+                ) from None
             out_shape = tuple(z.shape[1:])
             if isinstance(layer, nn.ReLU):
                 shapes.append(out_shape)
@@ -226,8 +264,9 @@ def parse(net: nn.Module, x: torch.Tensor) -> Chain:
             elif isinstance(layer, (nn.Flatten, nn.Unflatten)):
                 groups[-1].append(ReshapeOp(in_shape, out_shape))
             else:
-                raise UserError(f"certification does not support layer {type(layer).__name__}: use Linear, "
-                                f"Conv2d, ReLU and Flatten")
+                raise UserError(
+                    f"certification does not support layer {type(layer).__name__}: use Linear, Conv2d, ReLU and Flatten"
+                )
     shapes.append(tuple(z.shape[1:]))
     return Chain(groups=groups, input_shape=tuple(x.shape[1:]), shapes=shapes)
 

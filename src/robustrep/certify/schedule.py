@@ -1,5 +1,6 @@
 """The epsilon warm-up of Wong & Kolter's robust training (their code: `np.linspace(starting_epsilon,
 epsilon, schedule_length)[epoch]`, then `epsilon`): on MNIST from 0.05 to 0.1 over the first 10 epochs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +12,9 @@ from ..errors import UserError
 class EpsilonSchedule:
     """eps(epoch), epoch counted from 0: linear from `start` to `eps` over `length` epochs, then `eps`.
 
-        >>> s = EpsilonSchedule(eps=0.1, start=0.05, length=10)
-        >>> s(0), s(9), s(15)
-        (0.05, 0.1, 0.1)
+    >>> s = EpsilonSchedule(eps=0.1, start=0.05, length=10)
+    >>> s(0), s(9), s(15)
+    (0.05, 0.1, 0.1)
     """
 
     eps: float

@@ -12,6 +12,7 @@
     convolution, the largest kernel l1 norm, which bounds every row of its matrix), so it certifies
     any network, constrained or not.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,8 @@ def haar_matrix(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
         half = size // 2
         step = torch.zeros(size, size, dtype=torch.float64)
         idx = torch.arange(half)
-        step[idx, 2 * idx] = step[idx, 2 * idx + 1] = 1 / math.sqrt(2)              # averages
-        step[half + idx, 2 * idx] = 1 / math.sqrt(2)                                # details
+        step[idx, 2 * idx] = step[idx, 2 * idx + 1] = 1 / math.sqrt(2)  # averages
+        step[half + idx, 2 * idx] = 1 / math.sqrt(2)  # details
         step[half + idx, 2 * idx + 1] = -1 / math.sqrt(2)
         block = torch.eye(n, dtype=torch.float64)
         block[:size, :size] = step
@@ -75,8 +76,8 @@ class SparsifyingFrontEnd(nn.Module):
         key = (h, w, dtype, device)
         if key not in self._cache:
             make = dct_matrix if self.basis == "dct" else haar_matrix
-            with torch.inference_mode(False):      # a first call under inference_mode must not cache
-                self._cache[key] = (make(h, dtype, device), make(w, dtype, device))   # tensors autograd refuses
+            with torch.inference_mode(False):  # a first call under inference_mode must not cache
+                self._cache[key] = (make(h, dtype, device), make(w, dtype, device))  # tensors autograd refuses
         return self._cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,11 +87,11 @@ class SparsifyingFrontEnd(nn.Module):
         if self.k > h * w:
             raise UserError(f"k={self.k} exceeds the {h * w} coefficients of a {h}x{w} image")
         bh, bw = self.matrices(h, w, x.dtype, x.device)
-        coef = bh @ x @ bw.T                                        # analysis
+        coef = bh @ x @ bw.T  # analysis
         flat = coef.flatten(-2)
         keep = flat.abs().topk(self.k, dim=-1).indices
         mask = torch.zeros_like(flat).scatter_(-1, keep, 1.0)
-        return bh.T @ (flat * mask).view_as(coef) @ bw               # synthesis (B orthonormal)
+        return bh.T @ (flat * mask).view_as(coef) @ bw  # synthesis (B orthonormal)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, basis={self.basis!r}"
@@ -109,7 +110,7 @@ def project_l1_ball(v: torch.Tensor, radius) -> torch.Tensor:
     u = a.sort(dim=1, descending=True).values
     css = u.cumsum(1) - radius[:, None]
     j = torch.arange(1, v.shape[1] + 1, dtype=v.dtype, device=v.device)
-    rho = (u - css / j > 0).to(v.dtype).cumsum(1).argmax(1, keepdim=True)   # last index where it holds
+    rho = (u - css / j > 0).to(v.dtype).cumsum(1).argmax(1, keepdim=True)  # last index where it holds
     theta = (css.gather(1, rho) / (rho + 1).to(v.dtype)).clamp(min=0)
     inside = a.sum(1, keepdim=True) <= radius[:, None]
     return torch.where(inside, v, v.sign() * (a - theta).clamp(min=0))
@@ -157,6 +158,7 @@ class L1Rows(nn.Module):
 def constrain_l1_(net: nn.Module, gamma) -> nn.Module:
     """Register `L1Rows(gamma_j)` on the weight of every Linear/Conv2d layer of `net`."""
     from torch.nn.utils import parametrize
+
     layers = _affine_layers(net)
     for layer, g in zip(layers, _gammas(layers, gamma)):
         parametrize.register_parametrization(layer, "weight", L1Rows(g))
