@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import UserError
+from .apgd import APGD
 from .base import Attack
 from .bim import BIM, IterativeLeastLikely
 from .cw import CW
 from .deepfool import DeepFool
+from .ensemble import Ensemble
 from .fgsm import FGSM
 from .onepixel import OnePixel
 from .pgd import PGD
@@ -48,7 +50,8 @@ DEFAULTS = dict(
     overshoot=0.02,
     pixels=1,
     popsize=400,
-    queries=1000,
+    queries=None,  # the attack's own: 1000 for square, 5000 for the ensemble's Square (AutoAttack's)
+    targets=9,
     max_angle=30.0,
     max_shift=0.1,
 )
@@ -106,9 +109,50 @@ ATTACKS: dict[str, AttackEntry] = {
         has_eps=False,
     ),
     "square": AttackEntry(
-        lambda m, s: Square(m, eps=s["eps"], queries=s["queries"]), "score-based black-box, l_inf", has_eps=True
+        lambda m, s: Square(m, eps=s["eps"], queries=_given(s["queries"], 1000)),
+        "score-based black-box, l_inf",
+        has_eps=True,
+    ),
+    "apgd": AttackEntry(
+        lambda m, s: APGD(m, eps=s["eps"], loss=s["loss"], steps=s["steps"], restarts=s["restarts"], norm=s["norm"]),
+        "Auto-PGD (Croce & Hein 2020): PGD with momentum and its own step sizes; --loss ce or dlr",
+        has_eps=True,
+        default_steps=100,
+    ),
+    "apgd-t": AttackEntry(
+        lambda m, s: APGD(
+            m,
+            eps=s["eps"],
+            loss="dlr",
+            targeted=True,
+            targets=s["targets"],
+            steps=s["steps"],
+            restarts=s["restarts"],
+            norm=s["norm"],
+        ),
+        "APGD-T: targeted DLR loss towards each of the --targets most likely other classes",
+        has_eps=True,
+        default_steps=100,
+    ),
+    "ensemble": AttackEntry(
+        lambda m, s: Ensemble(
+            m,
+            eps=s["eps"],
+            norm=s["norm"],
+            steps=s["steps"],
+            restarts=s["restarts"],
+            targets=s["targets"],
+            queries=_given(s["queries"], 5000),
+        ),
+        "APGD-CE, then APGD-T on the points left, then Square (l_inf) on the points left (AutoAttack's way)",
+        has_eps=True,
+        default_steps=100,
     ),
 }
+
+
+def _given(value, default):
+    return default if value is None else value
 
 
 def attack_names(with_eps: bool = False) -> list[str]:

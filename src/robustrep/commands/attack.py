@@ -26,20 +26,23 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder (an encoder run needs `robustrep probe` first)")
     p.add_argument("--attack", default="pgd", help=f"one of {', '.join(ATTACKS)} (default pgd)")
-    p.add_argument("--eps", type=float, default=0.1, help="budget for fgsm, bim, ll, pgd, universal, square (default 0.1)")
-    p.add_argument("--norm", default=None, help="linf or l2 for fgsm, bim, ll, pgd, universal (default linf) and "
-                   "deepfool (default l2)")
-    p.add_argument("--steps", type=int, default=None, help="iterations (default: 40 pgd, 10 bim/ll, 100 cw, 50 deepfool, "
-                   "75 onepixel)")
-    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
-    p.add_argument("--loss", default="ce", help="PGD loss: ce (default) or margin")
+    p.add_argument("--eps", type=float, default=0.1,
+                   help="budget for fgsm, bim, ll, pgd, apgd, apgd-t, ensemble, universal, square (default 0.1)")
+    p.add_argument("--norm", default=None, help="linf or l2 for fgsm, bim, ll, pgd, apgd, apgd-t, ensemble, universal "
+                   "(default linf) and deepfool (default l2)")
+    p.add_argument("--steps", type=int, default=None, help="iterations (default: 40 pgd, 100 apgd/apgd-t/ensemble, "
+                   "10 bim/ll, 100 cw, 50 deepfool, 75 onepixel)")
+    p.add_argument("--restarts", type=int, default=1, help="pgd, apgd, apgd-t, ensemble: random restarts (default 1)")
+    p.add_argument("--loss", default="ce", help="pgd loss: ce (default) or margin; apgd: ce or dlr")
     p.add_argument("--c", type=float, default=1.0, help="CW: initial trade-off constant (default 1)")
     p.add_argument("--kappa", type=float, default=0.0, help="CW: confidence margin (default 0)")
     p.add_argument("--search-steps", type=int, default=5, help="CW: binary search steps over c (default 5)")
     p.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot (default 0.02)")
     p.add_argument("--pixels", type=int, default=1, help="onepixel: pixels changed (default 1)")
     p.add_argument("--popsize", type=int, default=400, help="onepixel: population per image (default 400)")
-    p.add_argument("--queries", type=int, default=1000, help="square: queries per image (default 1000)")
+    p.add_argument("--queries", type=int, default=None,
+                   help="square: queries per image (default 1000; 5000 in the ensemble)")
+    p.add_argument("--targets", type=int, default=9, help="apgd-t, ensemble: target classes tried (default 9)")
     p.add_argument("--max-angle", type=float, default=30.0, help="spatial: largest rotation in degrees (default 30)")
     p.add_argument("--max-shift", type=float, default=0.1, help="spatial: largest shift, fraction of the image (default 0.1)")
     p.add_argument("--dataset", default=None, help="data set to attack (default: the run's)")

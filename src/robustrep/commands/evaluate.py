@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--attack", default="pgd", help=f"one of {', '.join(EPS_ATTACKS)} (l_inf; default pgd)")
     p.add_argument("--eps", default="0.01,0.1,0.2,0.3", help="comma-separated l_inf radii (default 0.01,0.1,0.2,0.3)")
     p.add_argument("--steps", type=int, default=100, help="attack iterations, or queries for square (default 100)")
-    p.add_argument("--restarts", type=int, default=10, help="random restarts for PGD (default 10)")
+    p.add_argument("--restarts", type=int, default=10,
+                   help="random restarts for pgd, apgd, apgd-t and the ensemble's APGD-CE (default 10)")
     p.add_argument("--n", type=int, default=1000, help="test points to attack (default 1000; 0 for all)")
     p.add_argument("--batch-size", type=int, default=500, help="points attacked at once (default 500)")
     add_common_options(p)
@@ -53,7 +54,7 @@ def evaluate(args) -> int:
     for eps in eps_list:
         t0 = time.perf_counter()
         atk = make_attack(args.attack, classifier, eps=eps, steps=args.steps, restarts=args.restarts,
-                          queries=args.steps)
+                          queries=args.steps if args.attack == "square" else None)
         acc = adversarial_accuracy(classifier, X, y, atk, batch_size=args.batch_size, progress=True)
         result["adversarial"][str(eps)] = acc
         print(f"{eps:6g}  {acc:8.4f}  {time.perf_counter() - t0:7.1f}")
