@@ -2,9 +2,11 @@
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from robustrep.cli import main
+from robustrep.runs import load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,15 @@ def test_attack_command_writes_table_examples_and_figure(run_dir, tmp_path, caps
     table = capsys.readouterr().out
     assert "adversarial accuracy" in table and "success rate" in table
     result = json.loads((out / "attack.json").read_text())
-    assert result["n"] == 60 and result["adversarial_accuracy"] <= result["clean_accuracy"]
     saved = load_file(str(out / "adversarial.safetensors"))
+    # the reported numbers are those of the saved examples, re-predicted here by the run's classifier
+    classifier = load_classifier(run_dir)
+    with torch.no_grad():
+        pred, pred_adv = classifier(saved["x"]).argmax(1), classifier(saved["x_adv"]).argmax(1)
+    assert torch.equal(pred_adv, saved["pred_adv"]) and torch.equal(pred, saved["pred"])
+    y = saved["y"]
+    assert result["n"] == 60 and result["clean_accuracy"] == pytest.approx(float((pred == y).float().mean()))
+    assert result["adversarial_accuracy"] == pytest.approx(float(((pred == y) & (pred_adv == y)).float().mean()))
     assert saved["x_adv"].shape == saved["x"].shape == (60, 1, 8, 8)
     assert saved["x_adv"].min() >= 0 and saved["x_adv"].max() <= 1
     if name in ("pgd", "square"):

@@ -57,7 +57,9 @@ def test_restarts_and_steps_never_make_the_attack_weaker(digits):
         accs.append(rr.evaluation.adversarial_accuracy(net, Xt, yt, rr.attacks.PGD(net, eps=0.05, steps=steps,
                                                                                    restarts=restarts)))
     assert clean > 0.85
-    assert accs[0] >= accs[1] >= accs[2] and accs[0] <= clean
+    # (accs[0] <= clean held by construction: only clean-correct points are counted.) The attack must
+    # do something: the strongest setting breaks at least a tenth of the test set
+    assert accs[0] >= accs[1] >= accs[2] and accs[2] < clean - 0.1
 
 
 def test_pgd_respects_the_ball_and_the_box_for_both_norms(digits):
@@ -78,13 +80,13 @@ def test_linear_probe_recovers_a_linearly_separable_labelling():
     assert (probe(feats).argmax(1) == y).float().mean() > 0.97
 
 
-def test_probed_encoder_is_frozen_and_uses_the_posterior_mean(digits):
+def test_probed_encoder_uses_the_posterior_mean_and_leaves_requires_grad_alone(digits):
     vae = rr.models.VAE(input_shape=(1, 8, 8), latent_dim=4, hidden=16)
     probe = train_probe(vae, digits[0][:200], digits[1][:200], 10)
     clf = ProbedEncoder(vae, probe)
     x = digits[0][:5]
     torch.testing.assert_close(clf(x), probe(vae.encode(x)[0]))
-    assert not any(p.requires_grad for p in clf.parameters())
+    assert all(p.requires_grad for p in vae.parameters())    # the caller's encoder stays trainable
 
 
 def test_attack_input_checks_are_user_errors():

@@ -125,3 +125,14 @@ def test_images_and_labels():
         v.labels(y.float(), 4)
     with pytest.raises(UserError, match="expected \\[3\\]"):
         v.labels(y, 3)
+
+
+def test_image_shape_and_width():
+    assert v.image_shape([1, 8, 8]) == (1, 8, 8)
+    for bad in [(8, 8), (1, 8, 8, 1), (0, 8, 8), (1, -8, 8), (1, 8.0, 8), 5, "abc"]:
+        with pytest.raises(UserError, match="input_shape must be"):
+            v.image_shape(bad)
+    assert v.width(200, "hidden") == 200
+    for bad in [0, -3, 10**11, 2.5, math.nan]:
+        with pytest.raises(UserError, match="hidden must be an integer >= 1 and <= 65536"):
+            v.width(bad, "hidden")

@@ -18,6 +18,8 @@ import torch
 
 from .errors import UserError
 
+# widths of layers and codes: 2**16 units already make a 4-layer MLP of 17 billion weights
+MAX_WIDTH = 2**16
 # torch.manual_seed takes at most 64 bits; numpy takes the seed modulo 2**32 (utils.seed_everything)
 SEED_MAX = 2**63 - 1
 
@@ -81,6 +83,22 @@ def seed(value, name: str = "--seed") -> int:
 def count(value, name: str) -> int:
     """How many points to use, where 0 means all of them: an integer >= 0."""
     return number(value, name, low=0, integer=True)
+
+
+def image_shape(value, name: str = "input_shape") -> tuple[int, int, int]:
+    """The shape of one image, [channels, height, width], each an integer >= 1."""
+    try:
+        shape = tuple(value)
+    except TypeError:
+        raise UserError(f"{name} must be [channels, height, width], got {value!r}") from None
+    if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
+        raise UserError(f"{name} must be [channels, height, width] of integers >= 1, got {value!r}")
+    return tuple(int(s) for s in shape)
+
+
+def width(value, name: str) -> int:
+    """A layer or code width: an integer in [1, MAX_WIDTH]."""
+    return positive(value, name, integer=True, high=MAX_WIDTH)
 
 
 def choice(value, name: str, options: Iterable[str]):

@@ -10,18 +10,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.base import eval_mode
+from .. import validate
 from ..errors import UserError
 from ..runs import check_run_dir, load_weights, read_yaml, save_weights, write_yaml
 
 
 class ProbedEncoder(nn.Module):
-    """x -> probe(mu(x)): the frozen encoder's posterior mean followed by the linear probe."""
+    """x -> probe(mu(x)): the encoder's posterior mean followed by the linear probe.
+
+    The encoder and the probe are used as they are: their parameters' requires_grad is left alone (it
+    belongs to the caller, who may train the encoder again); attacks take gradients with respect to
+    the input only."""
 
     def __init__(self, encoder: nn.Module, probe: nn.Linear):
         super().__init__()
+        if not hasattr(encoder, "encode"):
+            raise UserError(f"ProbedEncoder needs a model with encode(x), got {type(encoder).__name__}")
+        if not isinstance(probe, nn.Linear):
+            raise UserError(f"ProbedEncoder needs an nn.Linear probe, got {type(probe).__name__}")
         self.encoder, self.probe = encoder, probe
-        for p in self.parameters():
-            p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe(self.encoder.encode(x)[0])
@@ -60,7 +67,14 @@ def fit_linear(features: torch.Tensor, y: torch.Tensor, num_classes: int, max_it
 
 def train_probe(model: nn.Module, X, y: torch.Tensor, num_classes: int | None = None) -> nn.Linear:
     """Fit the linear probe on the frozen encoder mean of `model`."""
-    num_classes = num_classes or int(y.max()) + 1
+    if not hasattr(model, "encode"):
+        raise UserError(f"a linear probe needs an encoder (a model with encode(x)), got {type(model).__name__}")
+    if num_classes is not None:
+        validate.number(num_classes, "num_classes", low=2, high=10**6, integer=True)
+    validate.labels(y, len(X), "y", num_classes=num_classes)
+    if len(X) == 0:
+        raise UserError("train_probe needs at least one training image")
+    num_classes = num_classes or max(int(y.max()) + 1, 2)
     return fit_linear(encode_means(model, X), y.to(next(model.parameters()).device), num_classes)
 
 

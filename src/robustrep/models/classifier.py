@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..certify import EpsilonSchedule, SparsifyingFrontEnd, constrain_l1_, robust_loss
+from .. import validate
 from ..errors import UserError
 from .registry import register
 
@@ -50,6 +51,12 @@ class Classifier(nn.Module):
                  hidden: str = "100,100", robust: str = "none", eps: float = 0.1, eps_start: float = 0.05,
                  warmup_epochs: int = 10, l1_gamma: float = 0.0, front_end: str = "none", front_k: int = 0):
         super().__init__()
+        # finite and in range before anything is built (the checks below assume numbers)
+        for value, name in ((eps, "eps"), (eps_start, "eps_start"), (l1_gamma, "l1_gamma")):
+            validate.nonnegative(value, name, high=1e6)
+        validate.nonnegative(warmup_epochs, "warmup_epochs", integer=True, high=10**6)
+        validate.positive(num_classes, "num_classes", integer=True, high=10**6)
+        validate.nonnegative(front_k, "front_k", integer=True)
         if arch not in ARCHS:
             raise UserError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
         if robust not in ROBUST:
@@ -58,11 +65,13 @@ class Classifier(nn.Module):
             raise UserError("eps, eps_start, warmup_epochs and l1_gamma must be >= 0")
         if front_end != "none" and robust != "none":
             raise UserError("the sparsifying front end cannot be certified: use it with --robust none")
-        input_shape = tuple(int(s) for s in input_shape)
+        input_shape = validate.image_shape(input_shape, "input_shape")
         try:
             widths = [int(h) for h in str(hidden).split(",") if h.strip()]
         except ValueError:
             raise UserError(f"--hidden takes comma-separated widths, got {hidden!r}") from None
+        for w in widths:
+            validate.width(w, "hidden (each width)")
         if arch == "wk-conv" and len(input_shape) != 3:
             raise UserError(f"arch wk-conv needs images [C, H, W], got input shape {input_shape}")
         body = wk_conv(input_shape, num_classes) if arch == "wk-conv" else mlp(input_shape, num_classes, widths)

@@ -19,7 +19,7 @@ import torch
 
 from ..balls import LinfBall
 from ..divergences import entropic_wasserstein, w2_squared
-from ..errors import UserError
+from .. import validate
 from .registry import register
 from .vae import VAE
 
@@ -36,14 +36,15 @@ class SmoothEncoder(VAE):
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
                  obs_var: float = 1.0, gamma: float = 1.0, select: str = "pgd", select_eps: float = 0.1,
                  select_steps: int = 20, select_alpha: float = 0.0):
+        # checked before the VAE's layers are built: a NaN gamma or select_eps used to fail after an epoch
+        settings = (validate.positive(gamma, "gamma", high=1e12), validate.choice(select, "select", SELECTIONS),
+                    validate.nonnegative(select_eps, "select_eps", high=1.0),
+                    validate.nonnegative(select_steps, "select_steps", integer=True, high=10**4))
+        select_alpha = validate.nonnegative(select_alpha, "select_alpha", high=1.0)
         super().__init__(input_shape, latent_dim, arch, hidden, obs_var)
-        if select not in SELECTIONS:
-            raise UserError(f"unknown selection {select!r}: use one of {', '.join(SELECTIONS)}")
-        if gamma <= 0 or select_eps < 0 or select_steps < 0:
-            raise UserError("need gamma > 0, select_eps >= 0 and select_steps >= 0")
-        self.gamma, self.select_mode, self.select_eps, self.select_steps = gamma, select, select_eps, select_steps
+        self.gamma, self.select_mode, self.select_eps, self.select_steps = settings
         # step size: 2.5 eps / L (Madry et al.) unless given
-        self.select_alpha = select_alpha or 2.5 * select_eps / max(select_steps, 1)
+        self.select_alpha = select_alpha or 2.5 * self.select_eps / max(self.select_steps, 1)
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
         """The fictive point x' = x + argmax_{||d||_inf <= eps} W2^2(q(z|x), q(z|x + d)) (Section 3.1)."""
@@ -51,11 +52,11 @@ class SmoothEncoder(VAE):
         if self.select_mode == "random" or self.select_steps == 0:
             return x + delta
         with torch.no_grad():
-            mu_a, var_a = self.encode(x)
+            mu_a, var_a = self.encoder(x)
         for _ in range(self.select_steps):
             delta.requires_grad_(True)
             with torch.enable_grad():                      # selection works inside no_grad callers too
-                mu_b, var_b = self.encode(x + delta)
+                mu_b, var_b = self.encoder(x + delta)
                 grad, = torch.autograd.grad(w2_squared(mu_a, var_a, mu_b, var_b).sum(), delta)
             with torch.no_grad():
                 delta = LinfBall.project(delta + self.select_alpha * grad.sign(), self.select_eps)
@@ -65,7 +66,7 @@ class SmoothEncoder(VAE):
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.check_input(x)
         x_sel = self.select(x)
-        mu, var = self.encode(torch.cat([x, x_sel]))       # one forward pass for both codes
+        mu, var = self.encoder(torch.cat([x, x_sel]))      # one forward pass for both codes
         (mu_a, mu_b), (var_a, var_b) = mu.chunk(2), var.chunk(2)
         e1 = self.data_fidelity(x, mu_a, var_a)
         e2 = 0.5 * (mu_a.pow(2) + var_a + mu_b.pow(2) + var_b).sum(-1)

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ..divergences import gaussian_nll, kl_standard_normal
-from ..errors import UserError
+from .. import validate
 from ..nn import GaussianHead, build_decoder, build_encoder
+from ..nn.blocks import ARCHS
 from ..utils import check_images
 from .registry import register
 
@@ -27,15 +28,21 @@ class VAE(nn.Module):
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
                  obs_var: float = 1.0, beta: float = 1.0):
         super().__init__()
-        if latent_dim < 1 or obs_var <= 0 or beta < 0:
-            raise UserError("need latent_dim >= 1, obs_var > 0 and beta >= 0")
-        self.input_shape, self.latent_dim, self.obs_var, self.beta = tuple(input_shape), latent_dim, obs_var, beta
+        # every value checked before any layer is built: a NaN obs_var used to fail only after an epoch
+        self.input_shape = validate.image_shape(input_shape, "input_shape")
+        self.latent_dim = validate.width(latent_dim, "latent_dim")
+        hidden = validate.width(hidden, "hidden")
+        validate.choice(arch, "arch", ARCHS)
+        self.obs_var = validate.positive(obs_var, "obs_var", high=1e6)
+        self.beta = validate.nonnegative(beta, "beta", high=1e6)
         body, width = build_encoder(arch, self.input_shape, hidden)
         self.encoder = nn.Sequential(body, GaussianHead(width, latent_dim))
         self.decoder = build_decoder(arch, latent_dim, self.input_shape, hidden)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior parameters (mu, var) of q(z|x), each [B, latent_dim]."""
+        """Posterior parameters (mu, var) of q(z|x), each [B, latent_dim]. `x` is checked (float32 images
+        of the model's shape, finite, in [0, 1]); the training loss calls `self.encoder` directly."""
+        check_images(x, "x", shape=self.input_shape)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -54,11 +61,11 @@ class VAE(nn.Module):
         return gaussian_nll(x, self.decode(self.sample_latent(mu, var)), self.obs_var)
 
     def check_input(self, x: torch.Tensor) -> None:
-        check_images(x, "x", shape=self.input_shape)
+        check_images(x, "x", shape=self.input_shape, allow_empty=False)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.check_input(x)
-        mu, var = self.encode(x)
+        mu, var = self.encoder(x)
         recon = self.data_fidelity(x, mu, var)
         kl = kl_standard_normal(mu, var)
         return {"loss": (recon + self.beta * kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
