@@ -56,7 +56,9 @@ def _directions(scale: torch.Tensor, shape, k: int, generator) -> _Path:
     if n <= k:
         R = torch.eye(n, dtype=scale.dtype, device=scale.device).reshape(1, n, *shape)
         return _Path(R * scale.unsqueeze(1), exact=True)
-    R = torch.empty(len(scale), k, *shape, dtype=scale.dtype, device=scale.device).cauchy_(generator=generator)
+    # One draw shared by the batch: each example's estimate is still a median of k independent Cauchy
+    # variables (scaled by its own l_I d), and drawing B times as many was a quarter of a conv step.
+    R = torch.empty(1, k, *shape, dtype=scale.dtype, device=scale.device).cauchy_(generator=generator)
     return _Path(R * scale.unsqueeze(1), exact=False)
 
 
