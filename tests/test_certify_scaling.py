@@ -220,10 +220,9 @@ def test_projected_bounds_converge_to_the_exact_ones():
         g = torch.Generator().manual_seed(k)
         pm = margin_bounds(net, x, y, 0.01, "dual", projections=k, generator=g)
         margin_errors.append((pm - ex_margin).abs().mean().item())
-        assert rel < 1.5 / math.sqrt(k), (k, rel)
+        assert rel < 1.0 / math.sqrt(k), (k, rel)  # measured 0.31-0.46 / sqrt(k) for k = 16 .. 256
     assert errors[0] > errors[1] > errors[2]
-    assert margin_errors[0] > margin_errors[2]
-    assert margin_errors[2] < 0.1 * ex_margin.abs().mean().item()
+    assert margin_errors[2] < 0.5 * margin_errors[0]
 
 
 def test_projected_robust_loss_is_seeded_differentiable_and_close_to_exact():
