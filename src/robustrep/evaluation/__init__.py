@@ -1,9 +1,10 @@
 """Evaluation: linear probes on frozen codes, accuracy under attack, robustness reports."""
 from . import probe
 from .adversarial import adversarial_accuracy, clean_accuracy
+from .physical import transformation_robustness, viewpoint_table
 from .probe import ProbedEncoder, train_probe
 from .report import robustness_report
 from .transfer import transfer_matrix
 
 __all__ = ["adversarial_accuracy", "clean_accuracy", "probe", "ProbedEncoder", "train_probe",
-           "robustness_report", "transfer_matrix"]
+           "robustness_report", "transfer_matrix", "transformation_robustness", "viewpoint_table"]
