@@ -63,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("robustrep: interrupted; a run with --resume continues from the last checkpoint\n")
         return 130
+    finally:
+        _end_distributed()
     return result if isinstance(result, int) else 0
+
+
+def _end_distributed() -> None:
+    """Close the process group that a training under torchrun opened (torch warns at exit otherwise)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -67,3 +67,22 @@ def attacked_examples(rows: dict[str, dict[str, torch.Tensor]], path: Path, titl
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def image_grid(images: torch.Tensor, path: Path, title: str = "", columns: int | None = None) -> Path:
+    """Images [N, C, H, W] in [0, 1] tiled into one picture, `columns` wide (default about sqrt(N))."""
+    images = images.detach().cpu().clamp(0, 1)
+    n, c, h, w = images.shape
+    columns = columns or max(1, round(n**0.5))
+    rows = -(-n // columns)
+    canvas = torch.ones(c, rows * (h + 1) + 1, columns * (w + 1) + 1)
+    for i, img in enumerate(images):
+        r, k = divmod(i, columns)
+        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = img
+    fig, ax = plt.subplots(figsize=(min(12, 0.5 + 0.3 * columns * max(1, w / 8)), min(12, 0.7 + 0.3 * rows * max(1, h / 8))))
+    _show(ax, canvas)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -57,12 +57,18 @@ def check_run_dir(run_dir) -> Path:
     return run_dir
 
 
-def load_model(run_dir, device="cpu") -> nn.Module:
-    """Rebuild the model of a run from config.yaml and load its final weights."""
+def load_model(run_dir, device="cpu", ema: bool = False) -> nn.Module:
+    """Rebuild the model of a run from config.yaml and load its final weights (or, with `ema`, the moving
+    average of its weights that `fit(..., ema_decay=...)` kept)."""
     run_dir = check_run_dir(run_dir)
     config = read_yaml(run_dir / "config.yaml")
+    if not isinstance(config.get("model"), str):
+        raise UserError(f"{run_dir / 'config.yaml'} names no model: it was not written by `robustrep train`")
     model = build(config["model"], **config.get("hparams", {}))
-    return load_weights(model, run_dir / "model.safetensors").to(device).eval()
+    weights = run_dir / ("ema.safetensors" if ema else "model.safetensors")
+    if ema and not weights.exists():
+        raise UserError(f"{run_dir} kept no moving average: train it with --ema-decay, or drop --ema")
+    return load_weights(model, weights).to(device).eval()
 
 
 def load_classifier(run_dir, device="cpu") -> nn.Module:

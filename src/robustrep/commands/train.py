@@ -10,7 +10,7 @@ import yaml
 from .. import data, models
 from ..errors import UserError
 from ..runs import read_yaml
-from ..training import fit
+from ..training import LR_SCHEDULES, fit, is_main_process, train_seconds
 from ..utils import resolve_device, seed_everything
 
 FILLED_FROM_DATA = ("input_shape", "num_classes")
@@ -45,7 +45,15 @@ def add_training_options(p) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="passes over the training set (default 10; with --resume, a new total)")
     p.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate of every optimiser the model does not set itself (default 1e-3)")
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                   help="learning-rate schedule over the run (default constant)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps (default 0)")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip each step's gradient norm to this (default off)")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="keep an exponential moving average of the weights with this decay, e.g. 0.999 "
+                   "(saved as ema.safetensors; default off)")
     p.add_argument("--subset", type=int, default=0, help="train on a fixed random N training images (0: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--config", default=None, help="YAML file of flag values (names as in --help, with _ for -)")
@@ -83,17 +91,30 @@ def _apply_config_file(args) -> None:
         setattr(args, key, value)
 
 
+LOOP_SETTINGS = ("lr_schedule", "warmup_steps", "grad_clip", "ema_decay")
+
+
+def _resumed_config(out: Path, epochs: int | None) -> tuple[str, dict, dict]:
+    config = read_yaml(out / "config.yaml")
+    missing = [k for k in ("model", "hparams", "training") if not isinstance(config.get(k), (str, dict))]
+    if missing:
+        raise UserError(f"{out / 'config.yaml'} has no {missing[0]!r}: it was not written by `robustrep train`")
+    settings = config["training"]
+    if epochs is not None:
+        settings["epochs"] = epochs  # a new total; fit refuses one below the epochs already trained
+    return config["model"], config["hparams"], settings
+
+
 def train(args) -> int:
     out = Path(args.out)
     if args.resume:
-        config = read_yaml(out / "config.yaml")
-        name, hparams, settings = config["model"], config["hparams"], config["training"]
-        settings["epochs"] = args.epochs or settings["epochs"]
+        name, hparams, settings = _resumed_config(out, args.epochs)
     else:
         _apply_config_file(args)
         name = args.model
-        settings = {"dataset": args.dataset, "task": args.task, "epochs": args.epochs or 10, "batch_size": args.batch_size,
-                    "lr": args.lr, "seed": args.seed, "subset": args.subset}
+        settings = {"dataset": args.dataset, "task": args.task, "epochs": 10 if args.epochs is None else args.epochs,
+                    "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "subset": args.subset,
+                    **{k: getattr(args, k) for k in LOOP_SETTINGS}}
         hparams = {k: getattr(args, k) for k in model_hparams(name)}
     X, y = data.load(settings["dataset"], "train", task=settings["task"])
     X, y = data.random_subset(X, y, settings["subset"], settings["seed"])
@@ -109,8 +130,11 @@ def train(args) -> int:
     config = {"model": name, "hparams": hparams, "training": settings}
     history = fit(model, X, y, epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
                   run_dir=out, seed=settings["seed"], device=resolve_device(args.device), resume=args.resume,
-                  progress=not args.no_progress, config=config)
-    last = history[-1] if history else {}
-    print(yaml.safe_dump({"run": str(out), "epochs": settings["epochs"], **{k: round(v, 4) for k, v in last.items()
-                                                                         if isinstance(v, float)}}, sort_keys=False).strip())
+                  progress=not args.no_progress, config=config,
+                  **{k: settings[k] for k in LOOP_SETTINGS if settings.get(k) is not None})
+    if is_main_process():
+        last = history[-1] if history else {}
+        summary = {"run": str(out), "epochs": settings["epochs"], "train_seconds": train_seconds(history),
+                   **{k: round(v, 4) for k, v in last.items() if isinstance(v, float) and k != "seconds"}}
+        print(yaml.safe_dump(summary, sort_keys=False).strip())
     return 0

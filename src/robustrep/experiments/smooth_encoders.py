@@ -20,8 +20,8 @@ from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe
-from ..runs import load_weights
-from ..training import fit
+from ..runs import load_weights, read_metrics, read_yaml
+from ..training import fit, train_seconds
 from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
@@ -64,17 +64,20 @@ def _model_hparams(s: dict, input_shape) -> dict[str, dict]:
                        select_steps=s["select_steps"])}
 
 
-def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> torch.nn.Module:
-    """Train (or continue, or reuse) one model in `run_dir` with the shared seed and budget."""
+def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> tuple[torch.nn.Module, float]:
+    """Train (or continue, or reuse) one model in `run_dir` with the shared seed and budget; returns it and
+    its training wall time, resumed parts included. A model trained with other settings is never reused."""
     seed_everything(s["seed"])
     model = models.build(name, **hparams)
-    if (run_dir / "model.safetensors").exists():
-        return load_weights(model, run_dir / "model.safetensors").to(device).eval()
     config = {"model": name, "hparams": hparams,
               "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")} | {"lr": 1e-3, "task": s["task"]}}
-    fit(model, X, epochs=s["epochs"], batch_size=s["batch_size"], lr=1e-3, run_dir=run_dir, seed=s["seed"],
-        device=device, resume=(run_dir / "checkpoint" / "last.pt").exists(), progress=progress, config=config)
-    return model
+    if (run_dir / "config.yaml").exists() and read_yaml(run_dir / "config.yaml") != config:
+        raise UserError(f"{run_dir} holds a {name} trained with other settings: choose a new --out or delete it")
+    if (run_dir / "model.safetensors").exists():
+        return load_weights(model, run_dir / "model.safetensors").to(device).eval(), train_seconds(read_metrics(run_dir))
+    history = fit(model, X, epochs=s["epochs"], batch_size=s["batch_size"], lr=1e-3, run_dir=run_dir, seed=s["seed"],
+                  device=device, resume=(run_dir / "config.yaml").exists(), progress=progress, config=config)
+    return model, train_seconds(history)
 
 
 def run(s: dict, out, device="auto", progress: bool = True) -> dict:
@@ -101,11 +104,9 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     classifiers = {}
     for name, hparams in _model_hparams(s, X.shape[1:]).items():
         run_dir = out / name
-        t0 = time.perf_counter()
-        model = train_or_resume(name, hparams, X, s, run_dir, device, progress)
+        model, r_train_seconds = train_or_resume(name, hparams, X, s, run_dir, device, progress)
         r = state["models"].setdefault(name, {"adversarial": {}})
-        if "train_seconds" not in r:
-            r["train_seconds"] = round(time.perf_counter() - t0, 1)
+        r["train_seconds"] = r_train_seconds
         if (run_dir / "probe.safetensors").exists():
             probe = load_probe(run_dir, device)
         else:

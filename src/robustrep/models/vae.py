@@ -53,6 +53,13 @@ class VAE(nn.Module):
         """g(mu(x)): the decoder at the posterior mean."""
         return self.decode(self.encode(x)[0])
 
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images g(z), z ~ N(0, I) from the prior: the decoder mean, in [0, 1]."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=generator.device if generator else device)
+        return self.decode(z.to(device))
+
     def sample_latent(self, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         return mu + var.sqrt() * torch.randn_like(mu)
 
