@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import robustrep as rr
 from robustrep.cli import main
@@ -105,7 +106,7 @@ def test_robust_training_certifies_more_than_normal_training(robust_run, tmp_pat
 
 def test_certify_errors_are_one_line(tmp_path, capsys):
     assert main(["certify", str(tmp_path / "missing")]) == 2
-    assert main(["certify", str(tmp_path), "--method", "crown"]) == 2
+    assert main(["certify", str(tmp_path), "--method", "lp"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("robustrep certify: error:") for line in err)
 
@@ -216,3 +217,69 @@ def test_robust_training_resumes_on_the_schedule(tmp_path):
     assert main(["train", "classifier", "--out", str(out), "--resume", "--epochs", "4", *common]) == 0
     eps_seen = [json.loads(line)["eps"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert eps_seen == pytest.approx([0.01, 0.03, 0.05, 0.05])
+
+
+WK_SMALL = [
+    "reproduce",
+    "wong-kolter",
+    "--quick",
+    "--dataset",
+    "digits",
+    "--hidden",
+    "32",
+    "--epochs",
+    "2",
+    "--warmup-epochs",
+    "1",
+    "--subset",
+    "150",
+    "--n-eval",
+    "20",
+    "--pgd-steps",
+    "3",
+    "--projections",
+    "8",
+    "--skip-figure6",
+    "--no-progress",
+]
+
+
+def test_reproduce_wong_kolter_time_limit_stops_and_resumes_to_the_same_models(tmp_path):
+    from safetensors.torch import load_file
+
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    assert main([*WK_SMALL, "--out", str(cut), "--max-minutes", "1e-6"]) == 0
+    res = json.loads((cut / "results.json").read_text())
+    assert not res["complete"]
+    assert all(r["epochs"] == 0 and "stopped" in r and "test_error" not in r for r in res["table1"]["models"].values())
+    # continued epoch by epoch under a generous limit, and in one go without one: the same models
+    assert main([*WK_SMALL, "--out", str(cut), "--max-minutes", "60"]) == 0
+    assert main([*WK_SMALL, "--out", str(whole)]) == 0
+    a, b = (json.loads((d / "results.json").read_text())["table1"]["models"] for d in (cut, whole))
+    assert a.keys() == b.keys() == {"normal", "robust"}
+    for name in a:
+        assert a[name]["epochs"] == 2 and a[name]["projections"] == (8 if name == "robust" else 0)
+        assert a[name]["robust_error_bound"] == b[name]["robust_error_bound"]
+        wa, wb = (load_file(d / name / "model.safetensors") for d in (cut, whole))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (cut / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--max-minutes", "-1"],
+        ["--max-minutes", "nan"],
+        ["--max-minutes", "inf"],
+        ["--projections", "-2"],
+        ["--second-arch", "cnn"],
+        ["--arch", "lenet"],
+        ["--eps", "nan"],
+        ["--hidden", "0"],
+    ],
+)
+def test_reproduce_wong_kolter_refuses_bad_values_before_work(tmp_path, capsys, bad):
+    out = tmp_path / "bad"
+    assert main([*WK_SMALL, "--out", str(out), *bad]) == 2
+    assert not (out / "settings.json").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
