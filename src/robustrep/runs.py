@@ -13,7 +13,6 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .errors import UserError
-from .models import build
 from .utils import atomic_write
 
 
@@ -64,6 +63,8 @@ def load_model(run_dir, device="cpu", ema: bool = False) -> nn.Module:
     config = read_yaml(run_dir / "config.yaml")
     if not isinstance(config.get("model"), str):
         raise UserError(f"{run_dir / 'config.yaml'} names no model: it was not written by `robustrep train`")
+    from .models import build  # here, not at the top: models import the trainer, which imports this module
+
     model = build(config["model"], **config.get("hparams", {}))
     weights = run_dir / ("ema.safetensors" if ema else "model.safetensors")
     if ema and not weights.exists():
