@@ -3,6 +3,7 @@ mu(x) of every training image once, fit a linear classifier on it with plain cro
 adversarial training), and compose `probe(mu(x))` into one classifier to attack end to end."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -32,6 +33,35 @@ class ProbedEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe(self.encoder.encode(x)[0])
+
+
+def certifiable_network(model: nn.Module, probe: nn.Linear) -> nn.Sequential:
+    """probe(mu(x)) as one plain nn.Sequential of Linear, Conv2d, ReLU and Flatten layers, the form that
+    `rr.certify` bounds: the encoder body, the mu half of the Gaussian head (its first latent_dim rows)
+    and the probe. The same function as `ProbedEncoder(model, probe)`; the weights are frozen copies.
+
+        >>> net = certifiable_network(se, probe)
+        >>> rr.certify.certified_accuracy(net, x, y, eps=0.01, method="dual")"""
+    from ..nn import GaussianHead
+
+    encoder = getattr(model, "encoder", None)
+    if not (isinstance(encoder, nn.Sequential) and len(encoder) == 2 and isinstance(encoder[1], GaussianHead)):
+        raise UserError(f"certifiable_network needs an encoder built as Sequential(body, GaussianHead) (the VAE "
+                        f"family), got {type(model).__name__}")
+    if not isinstance(probe, nn.Linear):
+        raise UserError(f"certifiable_network needs an nn.Linear probe, got {type(probe).__name__}")
+    body, head = encoder
+    latent = head.linear.out_features // 2
+    if probe.in_features != latent:
+        raise UserError(f"the probe reads {probe.in_features} features but the encoder has {latent} latent dimensions")
+    mu = nn.Linear(head.linear.in_features, latent).to(head.linear.weight)
+    with torch.no_grad():
+        mu.weight.copy_(head.linear.weight[:latent])       # GaussianHead: mu, s = linear(h).chunk(2)
+        mu.bias.copy_(head.linear.bias[:latent])
+    net = nn.Sequential(*copy.deepcopy(list(body)), mu, copy.deepcopy(probe))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
 
 
 @torch.inference_mode()
