@@ -9,7 +9,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .utils import atomic_write  # noqa: E402
+
 COLORS = {"vae": "tab:blue", "se": "tab:red", "se-random": "tab:orange"}
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Save a figure through atomic_write (never half a PNG; only rank 0 under torchrun) and close it."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return Path(path)
 
 
 def robustness_curve(results: dict, path: Path, title: str = "") -> Path:
@@ -29,8 +42,7 @@ def robustness_curve(results: dict, path: Path, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return Path(path)
 
 
@@ -64,8 +76,7 @@ def attacked_examples(rows: dict[str, dict[str, torch.Tensor]], path: Path, titl
             axes[4 * m + r, 0].set_ylabel(f"{name.upper()}\n{labels[r]}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -83,6 +94,5 @@ def image_grid(images: torch.Tensor, path: Path, title: str = "", columns: int |
     _show(ax, canvas)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return Path(path)

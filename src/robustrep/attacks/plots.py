@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..plots import save_figure  # noqa: E402
+
 
 def _image(ax, img: torch.Tensor, signed: bool = False) -> None:
     img = img.detach().cpu().float()
@@ -42,8 +44,7 @@ def plot_examples(x, x_adv, y, pred_clean, pred_adv, path, title: str = "", n: i
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -63,8 +64,7 @@ def plot_transfer(result: dict, path, title: str = "") -> Path:
     fig.colorbar(im, ax=ax, label="accuracy (%)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return Path(path)
 
 
@@ -81,6 +81,5 @@ def plot_universal(v, x, pred_clean, pred_adv, path, title: str = "", n: int = 6
                                  color="red" if changed else "black")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return Path(path)

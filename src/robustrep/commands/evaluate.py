@@ -5,7 +5,10 @@ import json
 import time
 from pathlib import Path
 
-from .. import data
+from .. import data, validate
+from ..attacks.eot import EOT
+from ..defenses import RandomResizePad
+from ..transforms import Distribution
 from ..attacks.registry import attack_names, make_attack
 from ..options import parse_radii
 from ..errors import UserError
@@ -30,6 +33,13 @@ def register(sub) -> None:
                    help="random restarts for pgd, apgd, apgd-t and the ensemble's APGD-CE (default 10)")
     p.add_argument("--n", type=int, default=1000, help="test points to attack (default 1000; 0 for all)")
     p.add_argument("--batch-size", type=int, default=500, help="points attacked at once (default 500)")
+    p.add_argument("--eot", type=int, default=None, metavar="K",
+                   help="expectation over transformation: every gradient is the mean over K forward passes, for a "
+                   "model whose forward pass is random (e.g. with --defense); docs/physical.md")
+    p.add_argument("--defense", default="none", choices=("none", "random-resize-pad"),
+                   help="put a randomised input defence in front of the classifier (Xie et al. 2018; default none)")
+    p.add_argument("--defense-low", type=int, default=22,
+                   help="random-resize-pad: resize to a side in [LOW, image side] (default 22)")
     add_common_options(p)
     p.set_defaults(func=evaluate)
 
@@ -37,17 +47,23 @@ def register(sub) -> None:
 def evaluate(args) -> int:
     if args.attack not in EPS_ATTACKS:
         raise UserError(f"unknown attack {args.attack!r}: choose one of {', '.join(EPS_ATTACKS)}")
+    if args.eot is not None:
+        validate.positive(args.eot, "--eot", integer=True, high=10**5)
+    validate.positive(args.defense_low, "--defense-low", integer=True)
     seed_everything(args.seed)
     device = resolve_device(args.device)
     eps_list = parse_radii(args.eps, "--eps")
     classifier = load_classifier(args.run, device)
+    if args.defense == "random-resize-pad":
+        classifier = RandomResizePad(classifier, low=args.defense_low, seed=args.seed)
     settings = read_yaml(Path(args.run) / "config.yaml")["training"]
     probe_info = read_yaml(Path(args.run) / "probe.yaml") if (Path(args.run) / "probe.yaml").exists() else {}
     dataset = probe_info.get("dataset", settings["dataset"])
     X, y = data.load(dataset, "test", task=probe_info.get("task", settings.get("task")))
     n = len(X) if args.n <= 0 else min(args.n, len(X))
     X, y = X[:n].to(device), y[:n].to(device)          # a slice makes real images of a lazy view
-    result = {"attack": {"name": args.attack, "steps": args.steps, "restarts": args.restarts}, "n": n,
+    result = {"attack": {"name": args.attack, "steps": args.steps, "restarts": args.restarts, "eot": args.eot,
+                         "defense": args.defense}, "n": n,
               "nominal": clean_accuracy(classifier, X, y), "adversarial": {}}
     print(f"{'eps':>6}  {'accuracy':>8}  {'seconds':>7}")
     print(f"{'clean':>6}  {result['nominal']:8.4f}")
@@ -55,6 +71,8 @@ def evaluate(args) -> int:
         t0 = time.perf_counter()
         atk = make_attack(args.attack, classifier, eps=eps, steps=args.steps, restarts=args.restarts,
                           queries=args.steps if args.attack == "square" else None)
+        if args.eot is not None:
+            atk = EOT(atk, Distribution(), samples=args.eot)
         acc = adversarial_accuracy(classifier, X, y, atk, batch_size=args.batch_size, progress=True)
         result["adversarial"][str(eps)] = acc
         print(f"{eps:6g}  {acc:8.4f}  {time.perf_counter() - t0:7.1f}")
