@@ -4,5 +4,6 @@ from .smooth_encoder import SmoothEncoder
 from .vae import VAE
 from . import classifier  # noqa: F401
 from . import gan  # noqa: F401
+from . import ddpm  # noqa: F401
 
 __all__ = ["MODELS", "build", "register", "SmoothEncoder", "VAE"]
