@@ -27,6 +27,7 @@ from ..attacks import EOT, PGD, RP2, AdversarialPatch, predict
 from ..defenses import RandomResizePad
 from ..errors import UserError
 from ..evaluation import clean_accuracy, transformation_robustness, viewpoint_table
+from ..plots import save_figure
 from ..runs import load_classifier, load_weights
 from ..training import fit
 from ..transforms import Distribution, viewpoint
@@ -227,8 +228,7 @@ def _viewpoint_figure(model, x_adv, y, t, path: Path, title: str) -> None:
             ax.axis("off")
     fig.suptitle(f"{title}: label {int(y[0])}, target {int(t[0])} (red: read as the target)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _curve_figure(curve: dict, patch: torch.Tensor, path: Path) -> None:
@@ -249,8 +249,7 @@ def _curve_figure(curve: dict, patch: torch.Tensor, path: Path) -> None:
     a2.set_title("the patch", fontsize=8)
     a2.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def run(s: dict, out, device="auto", progress: bool = True) -> dict:
