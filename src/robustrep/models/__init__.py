@@ -5,5 +5,6 @@ from .vae import VAE
 from . import classifier  # noqa: F401
 from . import gan  # noqa: F401
 from . import ddpm  # noqa: F401
+from . import ncsn  # noqa: F401
 
 __all__ = ["MODELS", "build", "register", "SmoothEncoder", "VAE"]
