@@ -12,18 +12,45 @@ trained to give x and x' nearby posteriors through the entropy-regularised Wasse
 Select is L steps of projected gradient ascent on W2^2(q(z|x), q(z|x')) in the l_inf ball of radius
 `select_eps` (random start, steps of alpha sign(grad), projection onto the ball and [0, 1]), or a
 uniform draw from the ball (`select="random"`, the paper's ablation).
+
+Collapse watch: a large gamma can win by making mu constant in x (WD is then 0 for any x'), a code that
+carries nothing and so is trivially "robust". Each step logs `code_nats`, the information the batch's
+means carry under a Gaussian estimate, sum_k 1/2 log(1 + Var_x[mu_k] / E_x[var_k]); at the start of each
+epoch after a warm-up of `collapse_warmup` steps (every encoder starts nearly constant: a deep ReLU stack
+at its initialisation shrinks the input's variation, and training takes some steps to escape it), the mean
+over the previous epoch's last steps is compared with `collapse_nats` (0.5 nats, less than a bit, by
+default), and a collapse warns (CollapseWarning) or, with on_collapse="stop", stops the fit.
 """
 from __future__ import annotations
 
+import warnings
+from collections import deque
+
 import torch
 
+from .. import validate
 from ..balls import LinfBall
 from ..divergences import entropic_wasserstein, w2_squared
-from .. import validate
+from ..errors import UserError
 from .registry import register
 from .vae import VAE
 
 SELECTIONS = ("pgd", "random")
+ON_COLLAPSE = ("warn", "stop")
+COLLAPSE_WINDOW = 20  # the last steps of an epoch that the check averages (early steps are still escaping the init)
+
+
+class CollapseWarning(UserWarning):
+    """The encoder's mean stopped depending on its input during training."""
+
+
+def code_nats(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """Information the means of a batch carry about x, as if mu(x) were Gaussian over the batch:
+    sum_k 1/2 log(1 + Var_x[mu_k] / E_x[var_k]) nats (the capacity of a Gaussian channel; 0 for a constant
+    encoder). A batch of one carries no estimate: 0."""
+    if len(mu) < 2:
+        return mu.new_zeros(())
+    return 0.5 * torch.log1p(mu.var(0) / var.mean(0)).sum()
 
 
 @register("se")
@@ -31,16 +58,25 @@ class SmoothEncoder(VAE):
     HPARAM_HELP = {**VAE.HPARAM_HELP, "gamma": "coupling strength of the entropic W2 term",
                    "select": "selection of the fictive point: pgd or random",
                    "select_eps": "l_inf radius of the selection ball",
-                   "select_steps": "selection iteration budget L", "select_alpha": "selection step (0: 2.5 eps / L)"}
+                   "select_steps": "selection iteration budget L", "select_alpha": "selection step (0: 2.5 eps / L)",
+                   "collapse_nats": "warn when the code carries less information than this at an epoch's end (0: off)",
+                   "collapse_warmup": "training steps before the collapse check starts",
+                   "on_collapse": "what a collapse does: warn or stop"}
 
     def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
                  obs_var: float = 1.0, gamma: float = 1.0, select: str = "pgd", select_eps: float = 0.1,
-                 select_steps: int = 20, select_alpha: float = 0.0):
+                 select_steps: int = 20, select_alpha: float = 0.0, collapse_nats: float = 0.5,
+                 collapse_warmup: int = 200, on_collapse: str = "warn"):
         # checked before the VAE's layers are built: a NaN gamma or select_eps used to fail after an epoch
         settings = (validate.positive(gamma, "gamma", high=1e12), validate.choice(select, "select", SELECTIONS),
                     validate.nonnegative(select_eps, "select_eps", high=1.0),
                     validate.nonnegative(select_steps, "select_steps", integer=True, high=10**4))
         select_alpha = validate.nonnegative(select_alpha, "select_alpha", high=1.0)
+        self.collapse_nats = validate.nonnegative(collapse_nats, "collapse_nats", high=1e6)
+        self.collapse_warmup = validate.nonnegative(collapse_warmup, "collapse_warmup", integer=True, high=10**9)
+        self.on_collapse = validate.choice(on_collapse, "on_collapse", ON_COLLAPSE)
+        self._steps = 0  # training steps seen by this process (a resumed fit warms up again)
+        self._recent_nats: deque = deque(maxlen=COLLAPSE_WINDOW)  # detached tensors: no device sync per step
         super().__init__(input_shape, latent_dim, arch, hidden, obs_var)
         self.gamma, self.select_mode, self.select_eps, self.select_steps = settings
         # step size: 2.5 eps / L (Madry et al.) unless given
@@ -71,5 +107,26 @@ class SmoothEncoder(VAE):
         e1 = self.data_fidelity(x, mu_a, var_a)
         e2 = 0.5 * (mu_a.pow(2) + var_a + mu_b.pow(2) + var_b).sum(-1)
         wd = entropic_wasserstein(mu_a, var_a, mu_b, var_b, self.gamma)
+        nats = code_nats(mu_a.detach(), var_a.detach())
+        if self.training:
+            self._recent_nats.append(nats)
+            self._steps += 1
         return {"loss": (e1 + e2 + wd).mean(), "recon": e1.mean(), "prior": e2.mean(), "wd": wd.mean(),
-                "w2_sel": w2_squared(mu_a, var_a, mu_b, var_b).mean().detach()}
+                "w2_sel": w2_squared(mu_a, var_a, mu_b, var_b).mean().detach(), "code_nats": nats}
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """The collapse check, on the last steps of the epoch just finished (none before the warm-up ends)."""
+        if not self._recent_nats:
+            return
+        nats = float(torch.stack(list(self._recent_nats)).mean())
+        steps = len(self._recent_nats)
+        self._recent_nats.clear()
+        if self._steps < self.collapse_warmup or nats >= self.collapse_nats:
+            return
+        message = (f"the smooth encoder collapsed by the end of epoch {epoch}: over its last {steps} steps the code "
+                   f"carried {nats:.3g} nats < collapse_nats {self.collapse_nats:g} (mu nearly constant in x, so a "
+                   "probe on it is at chance and its robustness says nothing); lower gamma, select_eps or the "
+                   "learning rate")
+        if self.on_collapse == "stop":
+            raise UserError(message)
+        warnings.warn(message, CollapseWarning, stacklevel=2)
