@@ -7,5 +7,6 @@ from . import autoencoder, info_vae, linear, sparse, wae  # noqa: F401  (the aut
 from . import gan  # noqa: F401
 from . import ddpm  # noqa: F401
 from . import ncsn  # noqa: F401
+from . import progan  # noqa: F401
 
 __all__ = ["MODELS", "build", "register", "SmoothEncoder", "VAE"]
