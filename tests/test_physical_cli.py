@@ -71,3 +71,18 @@ def test_evaluate_eot_on_the_randomised_defence(run_dir, capsys):
     result = json.loads((run_dir / "evaluation.json").read_text())
     assert result["attack"]["eot"] == 3 and result["attack"]["defense"] == "random-resize-pad"
     assert 0 <= result["adversarial"]["0.1"] <= 1
+
+
+@pytest.mark.parametrize("name", ["eot-pgd", "rp2"])
+def test_physical_attacks_in_the_attack_table(run_dir, tmp_path, name):
+    from safetensors.torch import load_file
+
+    out = tmp_path / name
+    assert main(["attack", str(run_dir), "--attack", name, "--n", "10", "--steps", "3", "--out", str(out)]) == 0
+    assert json.loads((out / "attack.json").read_text())["n"] == 10
+    saved = load_file(str(out / "adversarial.safetensors"))
+    change = (saved["x_adv"] - saved["x"]).abs()
+    if name == "eot-pgd":  # the default eps of `robustrep attack`
+        assert change.max() <= 0.1 + 1e-6
+    else:  # RP2 changes at most 15% of the 8x8 pixels
+        assert ((change > 0).flatten(1).sum(1) <= round(0.15 * 64)).all()

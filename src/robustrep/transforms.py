@@ -599,6 +599,25 @@ class Distribution:
         return f"Distribution({', '.join(f'{k}={v}' for k, v in self.settings.items())}, seed={self.seed})"
 
 
+# The default physical-world distribution (issue 14, seed 003's setting at MNIST's scale): used by
+# `robustrep reproduce physical` and the attack table's eot-pgd and rp2.
+PHYSICAL = dict(
+    rotation=(-30.0, 30.0),
+    scale=(0.8, 1.2),
+    translate=3.0,
+    brightness=0.1,
+    contrast=(0.8, 1.2),
+    blur=(0.0, 1.0),
+    noise=0.02,
+)
+
+
+def physical(seed: int = 0) -> Distribution:
+    """`Distribution(**PHYSICAL, seed=seed)`: rotation +-30 deg, scale 0.8-1.2, translation +-3 px,
+    brightness +-0.1, contrast 0.8-1.2, blur sigma 0-1, noise std 0.02."""
+    return Distribution(**PHYSICAL, seed=seed)
+
+
 def viewpoint(angle: float, scale: float = 1.0) -> Draw:
     """A fixed view (seed 003's turtle and stop sign): every image rotated by `angle` degrees and scaled
     by `scale`. Returns a callable; its batch size is taken from the input."""

@@ -12,18 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..errors import UserError
+from ..transforms import physical
 from .apgd import APGD
 from .base import Attack
 from .bim import BIM, IterativeLeastLikely
 from .cw import CW
 from .deepfool import DeepFool
 from .ensemble import Ensemble
+from .eot import EOT
 from .fgsm import FGSM
 from .onepixel import OnePixel
 from .pgd import PGD
+from .rp2 import RP2
 from .spatial import Spatial
 from .square import Square
 from .universal import UniversalPerturbation
@@ -147,6 +151,22 @@ ATTACKS: dict[str, AttackEntry] = {
         "APGD-CE, then APGD-T on the points left, then Square (l_inf) on the points left (AutoAttack's way)",
         has_eps=True,
         default_steps=100,
+    ),
+    "eot-pgd": AttackEntry(
+        lambda m, s: EOT(
+            PGD(m, eps=s["eps"], steps=s["steps"], restarts=s["restarts"], norm=s["norm"], loss=s["loss"]),
+            physical(seed=torch.initial_seed() % 2**63),
+            samples=16,
+        ),
+        "PGD on the mean over 16 draws of rotation +-30, scale 0.8-1.2, shift +-3 px, light, blur, noise (EOT)",
+        has_eps=True,
+        default_steps=40,
+    ),
+    "rp2": AttackEntry(
+        lambda m, s: RP2(m, physical(seed=torch.initial_seed() % 2**63), steps=s["steps"]),
+        "RP2 stickers on 15% of the pixels that survive the physical distribution (untargeted here)",
+        has_eps=False,
+        default_steps=300,
     ),
 }
 

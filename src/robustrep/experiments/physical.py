@@ -30,22 +30,14 @@ from ..evaluation import clean_accuracy, transformation_robustness, viewpoint_ta
 from ..plots import save_figure
 from ..runs import load_classifier, load_weights
 from ..training import fit
-from ..transforms import Distribution, viewpoint
+from ..transforms import PHYSICAL, Distribution, viewpoint
 from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
 NAME = "physical"
 HELP = "EOT, RP2 stickers and an adversarial patch across viewpoints; a randomised defence under EOT"
 
-DISTRIBUTION = dict(
-    rotation=(-30.0, 30.0),
-    scale=(0.8, 1.2),
-    translate=3.0,
-    brightness=0.1,
-    contrast=(0.8, 1.2),
-    blur=(0.0, 1.0),
-    noise=0.02,
-)
+DISTRIBUTION = PHYSICAL
 ANGLES = (-30, -15, 0, 15, 30)
 SCALES = (0.8, 1.0, 1.2)
 
