@@ -3,6 +3,8 @@ something on a quiet machine or a GPU):
 
   (b) a VAE epoch in robustrep.training.fit against a bare PyTorch loop over the same model and data
       (target: at most 10% slower);
+  (b') the same fit epoch keeping an EMA of the weights (ema_decay=0.999), against fit without it
+      (target: at most 15% slower);
   (c) an SE epoch against a VAE epoch (target: at most L/2 + 2 times, since a selection step costs
       one encoder forward and backward, about half a VAE step).
 
@@ -38,6 +40,16 @@ def bare_epoch(model, X, batch_size, opt):
         opt.step()
 
 
+def git_version() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -64,7 +76,7 @@ def main():
     repeats = 3 if args.quick else 5
     bs = 128
     make = dict(input_shape=(1, 28, 28), latent_dim=32, obs_var=0.1)
-    times = {"fit_vae": [], "bare_vae": [], "fit_se": []}
+    times = {"fit_vae": [], "bare_vae": [], "fit_vae_ema": [], "fit_se": []}
     for r in range(repeats):                 # interleaved, so drifts in machine load hit all three alike
         torch.manual_seed(r)
         vae = rr.models.VAE(**make).to(device)
@@ -74,6 +86,10 @@ def main():
         vae = rr.models.VAE(**make)
         times["fit_vae"].append(timed(lambda: fit(vae, X, epochs=1, batch_size=bs, device=device, progress=True), device))
         torch.manual_seed(r)
+        vae = rr.models.VAE(**make)
+        times["fit_vae_ema"].append(timed(lambda: fit(vae, X, epochs=1, batch_size=bs, device=device, progress=True,
+                                                      ema_decay=0.999), device))
+        torch.manual_seed(r)
         se = rr.models.SmoothEncoder(**make, gamma=10.0, select_eps=0.2, select_steps=args.select_steps)
         times["fit_se"].append(timed(lambda: fit(se, X, epochs=1, batch_size=bs, device=device, progress=True), device))
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -82,8 +98,11 @@ def main():
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(), "images": len(X),
         "batch_size": bs, "repeats": repeats, "seconds_median": med, "seconds_all": times,
         "fit_over_bare_vae": med["fit_vae"] / med["bare_vae"], "fit_over_bare_target": 1.10,
+        "ema_over_fit_vae": med["fit_vae_ema"] / med["fit_vae"], "ema_over_fit_target": 1.15,
         "se_over_vae": med["fit_se"] / med["fit_vae"], "select_steps": L, "se_over_vae_target": L / 2 + 2,
     }
+    result["command"] = "python benchmarks/training.py" + (" --quick" if args.quick else "")
+    result["git"] = git_version()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()
