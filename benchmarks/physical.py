@@ -6,8 +6,11 @@
   ProjectedGradientDescentPyTorch on a PyTorchClassifier whose preprocessing is ART's
   EoTBrightnessPyTorch (the one EOT transformation both libraries share exactly: x + b, b uniform in
   [-0.1, 0.1], clipped to [0, 1]; ART's rotation needs torchvision). Equal K, steps, step size,
-  images, model, no random start. Times and the ratio theirs / ours; the expected targeted success of
-  both on fresh draws (robustrep's evaluation, 100 draws) as a check that both did the same work.
+  images, model, no random start. ART runs its attack loop `_generate_batch` directly: its
+  `generate` ends by scoring success with predict(), which under an EoT preprocessor returns K
+  predictions per image and fails on the shape (ART 1.20). Times and the ratio theirs / ours; the
+  expected targeted success of both on fresh draws (robustrep's evaluation, 100 draws) as a check
+  that both did the same work.
 - The warp (rotation +-30, scale 0.8-1.2, translation +-3 px; forward and backward, 1600 images)
   with plain affine_grid/grid_sample (ours) and, when kornia is importable, kornia's RandomAffine:
   the measurement behind docs/physical.md's choice of plain torch.
@@ -70,10 +73,12 @@ def bench_eot(model, x, y, t, k, steps, eps):
                             clip_values=(0.0, 1.0), preprocessing_defences=[eot], device_type="cpu")  # fmt: skip
     art_atk = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=eps, eps_step=alpha, max_iter=steps, targeted=True,
                                               num_random_init=0, batch_size=len(x), verbose=False)  # fmt: skip
-    onehot = np.eye(10, dtype=np.float32)[t.numpy()]
+    onehot = torch.from_numpy(np.eye(10, dtype=np.float32)[t.numpy()])
     np.random.seed(0)
     t0 = time.perf_counter()
-    theirs = torch.from_numpy(art_atk.generate(x.numpy(), y=onehot)).float()
+    # ART's attack loop itself: its generate() ends by scoring success with predict(), which under an EoT
+    # preprocessor returns K predictions per image and fails on the shape (ART 1.20)
+    theirs = torch.from_numpy(art_atk._generate_batch(x, onehot, None, eps, alpha)).float()
     art_s = time.perf_counter() - t0
     fresh = Distribution(brightness=0.1, seed=123)
     judge = {name: rr.evaluation.transformation_robustness(model, xa.clamp(0, 1), y, t, fresh, draws=100)["success_eot"]

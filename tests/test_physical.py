@@ -276,3 +276,15 @@ def test_bad_calls_are_refused_before_any_work(batch):
     with pytest.raises(rr.UserError, match="draws"):
         rr.evaluation.transformation_robustness(model, x, y, t, d, draws=0)
     assert model.images == 0
+
+
+def test_the_public_contract_as_design_md_writes_it(batch):
+    x, y, t = batch
+    x, y, t = x[:2], y[:2], t[:2]
+    classifier = small_cnn()
+    dist = rr.transforms.Distribution(rotation=(-30, 30), scale=(0.8, 1.2), translate=3, seed=0)
+    eot = rr.attacks.EOT(rr.attacks.PGD(classifier, eps=0.3, steps=100), dist, samples=16)
+    x_adv = eot(x, y, target=t)
+    result = rr.evaluation.transformation_robustness(classifier, x_adv, y, t, dist, draws=200)
+    assert isinstance(result, dict) and {"success_plain", "success_eot", "accuracy_eot"} <= set(result)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6

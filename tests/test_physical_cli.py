@@ -86,3 +86,12 @@ def test_physical_attacks_in_the_attack_table(run_dir, tmp_path, name):
         assert change.max() <= 0.1 + 1e-6
     else:  # RP2 changes at most 15% of the 8x8 pixels
         assert ((change > 0).flatten(1).sum(1) <= round(0.15 * 64)).all()
+
+
+def test_probe_runs_must_hold_probed_runs(tmp_path, capsys):
+    code, err = _run(["reproduce", "physical", "--quick", "--out", str(tmp_path / "o"), "--probe-runs",
+                      str(tmp_path / "missing")], capsys)  # fmt: skip
+    assert code == 2 and "--probe-runs" in err and len(err.strip().splitlines()) == 1
+    code, err = _run(["reproduce", "physical", "--quick", "--out", str(tmp_path / "o"), "--probe-runs", str(tmp_path)],
+                     capsys)  # fmt: skip
+    assert code == 2 and "no probed run" in err

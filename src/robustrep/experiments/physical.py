@@ -93,7 +93,19 @@ def add_arguments(p) -> None:
         default=22,
         help="the defence resizes 28x28 images to a side in [low, 28] (default 22)",
     )
+    p.add_argument(
+        "--probe-runs",
+        default=None,
+        metavar="DIR",
+        help="a `reproduce smooth-encoders` output folder: the same viewpoint table for its probed encoders (vae, se)",
+    )
+    p.add_argument("--probe-eps", type=float, default=0.1, help="l_inf radius against the probes (default 0.1)")
     add_budget_arguments(p, BUDGETS)
+
+
+def _probe_runs(folder) -> list[str]:
+    """The run folders with a linear probe inside a smooth-encoders output folder."""
+    return sorted(p.name for p in folder.iterdir() if (p / "probe.yaml").exists() and (p / "config.yaml").exists())
 
 
 def settings_from(args) -> dict:
@@ -115,6 +127,16 @@ def settings_from(args) -> dict:
             raise UserError(f"a patch of side {side} (placed at up to 1.2x) is larger than the 28x28 image: use <= 23")
     s["patch_target"] = validate.number(args.patch_target, "--patch-target", low=0, high=9, integer=True)
     s["defense_low"] = validate.number(args.defense_low, "--defense-low", low=1, high=28, integer=True)
+    s["probe_eps"] = validate.number(args.probe_eps, "--probe-eps", low=0, low_open=True, high=1)
+    s["probe_runs"] = None
+    if args.probe_runs is not None:
+        folder = validate.existing_dir(args.probe_runs, "--probe-runs")
+        if not _probe_runs(folder):
+            raise UserError(
+                f"--probe-runs: {folder} holds no probed run (a folder with probe.yaml): give the --out "
+                "of `robustrep reproduce smooth-encoders`"
+            )
+        s["probe_runs"] = str(folder)
     for key in (
         "epochs",
         "n_images",
@@ -242,6 +264,43 @@ def _curve_figure(curve: dict, patch: torch.Tensor, path: Path) -> None:
     a2.axis("off")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def _probe_tables(s, folder: Path, x, y, t, dist, device, figures, out) -> dict:
+    """Beyond any peer: does the l_inf smoothness of a smooth encoder's codes carry over to
+    transformations? For each probed encoder: the clean accuracy per viewpoint, and plain PGD and
+    EOT-PGD (targeted, --probe-eps) judged on fresh draws and per viewpoint."""
+    tables = {}
+    for name in _probe_runs(folder):
+        clf = load_classifier(folder / name, device)
+        for p in clf.parameters():
+            p.requires_grad_(False)
+        clean = viewpoint_table(clf, x, y, None, ANGLES, SCALES)
+        entry = {
+            "clean_accuracy": {k: round(v, 4) for k, v in clean["accuracy"].items()},
+            "clean_under_draws": round(
+                transformation_robustness(clf, x, y, None, dist, draws=s["draws"])["accuracy_eot"], 4
+            ),
+        }
+        pgd = dict(eps=s["probe_eps"], steps=s["steps"], restarts=1, early_stop=False)
+        for label, atk in (
+            ("pgd", PGD(clf, **pgd)),
+            ("eot-pgd", EOT(PGD(clf, **pgd), dist, samples=s["samples"], chunk=max(1, 4096 // len(x)))),
+        ):
+            seed_everything(s["seed"])
+            t0 = time.perf_counter()
+            x_adv = atk(x, y, target=t)
+            entry[label] = {
+                "eps": s["probe_eps"],
+                **_judge(clf, x_adv, y, t, dist, s),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        tables[name] = entry
+        _log(
+            f"probe {name}: clean under draws {entry['clean_under_draws']:.3f}; EOT-PGD expected success "
+            f"{entry['eot-pgd']['success_eot']:.3f} vs PGD {entry['pgd']['success_eot']:.3f}"
+        )
+    return tables
 
 
 def run(s: dict, out, device="auto", progress: bool = True) -> dict:
@@ -403,6 +462,9 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     }
     d = results["defense"]["random-resize-pad"]
     _log(f"random resize-and-pad: clean {d['clean']:.3f}, plain PGD {d['pgd']:.3f}, EOT-PGD {d['eot-pgd']:.3f}")
+
+    if s["probe_runs"]:
+        results["probe_runs"] = _probe_tables(s, Path(s["probe_runs"]), x, y, t, dist, device, figures, out)
 
     results["settings"] = s
     results["seconds"] = round(time.perf_counter() - t_start, 1)
