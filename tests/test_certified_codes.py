@@ -1,11 +1,14 @@
 """Certified robustness of a linear probe on an encoder's mean, probe(mu(x)): the composed plain network
 computes the same function, and certificates are sound against every attack, point by point."""
 
+import json
+
 import pytest
 import torch
 
 import robustrep as rr
 from robustrep.attacks import APGD, PGD, Ensemble
+from robustrep.cli import main
 from robustrep.errors import UserError
 from robustrep.evaluation.pointwise import certified_points, survivors
 from robustrep.evaluation.probe import ProbedEncoder, certifiable_network, train_probe
@@ -109,3 +112,70 @@ def test_bad_inputs_are_refused(digits):
         certifiable_network(model, torch.nn.Sequential(probe))
     with pytest.raises(UserError, match="latent dimensions"):
         certifiable_network(model, torch.nn.Linear(5, 10))
+
+
+def test_survivors_count_like_adversarial_accuracy(probed):
+    models, x, y = probed
+    clf = ProbedEncoder(*models["vae"]).eval()
+    torch.manual_seed(3)
+    expected = rr.evaluation.adversarial_accuracy(clf, x, y, PGD(clf, eps=0.05, steps=5), batch_size=40)
+    torch.manual_seed(3)
+    left = survivors(clf, x, y, PGD(clf, eps=0.05, steps=5), batch_size=40)
+    assert int(left.sum()) / len(x) == expected
+
+
+def test_reproduce_reports_both_attacks_and_certified_accuracy(tmp_path, capsys):
+    out = tmp_path / "se"
+    args = [
+        "reproduce",
+        "smooth-encoders",
+        "--quick",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--n-eval",
+        "40",
+        "--attack-steps",
+        "3",
+        "--restarts",
+        "1",
+        "--radii",
+        "0.02,0.2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main([*args, "--attack", "ensemble,pgd", "--certify-radii", "0.005,0.02", "--ensemble-queries", "50"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["attacks"]) == ["pgd", "ensemble"] and results["attacks"]["ensemble"]["after_pgd"]
+    assert results["attacks"]["ensemble"]["queries"] == 50 and results["attack"]["name"] == "pgd"
+    for name in ("vae", "se"):
+        r = results["models"][name]
+        assert r["adversarial"] == r["by_attack"]["pgd"]
+        for eps in ("0.02", "0.2"):  # the ensemble works on the points PGD left: never above it
+            assert r["by_attack"]["ensemble"][eps] <= r["by_attack"]["pgd"][eps]
+        c = results["certified"][name]
+        for method in ("dual", "ibp"):
+            assert set(c[method]) == {"0.005", "0.02"}
+            assert c[method]["0.02"] <= c[method]["0.005"] <= r["nominal"]
+            assert c[method]["0.02"] <= r["by_attack"]["ensemble"]["0.02"]
+    assert "certified (dual)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--attack", "fgsm"],
+        ["--attack", "pgd,pgd"],
+        ["--attack", ""],
+        ["--certify-radii", "nan"],
+        ["--certify-radii", "-0.1"],
+        ["--certify-radii", "a"],
+        ["--ensemble-queries", "-1"],
+    ],
+)
+def test_reproduce_refuses_bad_attack_and_certify_flags_before_any_work(tmp_path, capsys, bad):
+    out = tmp_path / "bad"
+    assert main(["reproduce", "smooth-encoders", "--quick", "--dataset", "digits", "--out", str(out), *bad]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not out.exists()

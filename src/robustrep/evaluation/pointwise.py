@@ -19,20 +19,28 @@ def survivors(
     attack: Attack,
     among: torch.Tensor | None = None,
     batch_size: int = 500,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Boolean [N]: classified correctly on clean input and still after `attack` (the strict count of
-    `adversarial_accuracy`). With `among` (a boolean [N]), only those points are attacked and the others
-    count as broken: the points left by an earlier attack, so that the result survives both."""
+    `adversarial_accuracy`, batched the same way, so its mean is the same number for the same seed).
+    With `among` (a boolean [N]) only those points are attacked and the others count as broken: pass
+    the points an earlier attack left, and the result is the points that survive both."""
     check_images(x, "x")
     check_labels(y, len(x), "y")
-    alive = predict(classifier, x, batch_size) == y
-    if among is not None:
-        alive &= among.to(alive.device)
-    idx = alive.nonzero().squeeze(1)
-    for i in range(0, len(idx), batch_size):
-        part = idx[i : i + batch_size]
-        x_adv = attack(x[part], y[part])
-        alive[part] = predict(classifier, x_adv) == y[part]
+    alive = torch.zeros(len(x), dtype=torch.bool, device=y.device)
+    starts = range(0, len(x), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"attack {type(attack).__name__}", unit="batch", leave=False)
+    for i in starts:
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        ok = predict(classifier, xb) == yb
+        if among is not None:
+            ok &= among[i : i + batch_size].to(ok.device)
+        if ok.any():
+            ok[ok.clone()] = predict(classifier, attack(xb[ok], yb[ok])) == yb[ok]
+        alive[i : i + batch_size] = ok
     return alive
 
 

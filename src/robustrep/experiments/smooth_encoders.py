@@ -4,6 +4,10 @@ encoder mean; attack both composed classifiers end to end with l_inf PGD (100 st
 at radii 0.01, 0.1, 0.2, 0.3. Writes results.json, robustness.png (Figure 5) and examples.png
 (Figure 1: x, g(f(x)), x + d, g(f(x + d))) and report.html with all of it. Killed runs continue where they stopped when run again
 with the same --out.
+
+--attack pgd,ensemble adds AutoAttack's APGD-CE, APGD-T and Square on the points PGD left (each attack's
+accuracy in models.NAME.by_attack); --certify-radii adds certified accuracy of probe(mu(x)) by the dual
+and interval bounds (results.json "certified").
 """
 from __future__ import annotations
 
@@ -14,12 +18,14 @@ from pathlib import Path
 
 import torch
 
-from .. import data, models, plots, report
-from ..attacks import PGD, predict
+from .. import data, models, plots, report, validate
+from ..attacks import PGD, Ensemble, predict
 from ..options import parse_radii
 from ..errors import UserError
-from ..evaluation import adversarial_accuracy, clean_accuracy
-from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe
+from ..evaluation import clean_accuracy
+from ..evaluation.pointwise import certified_points, survivors
+from ..evaluation.probe import (ProbedEncoder, certifiable_network, load_probe, save_probe,
+                                train_probe)
 from ..runs import load_weights, read_metrics, read_yaml
 from ..training import fit, train_seconds
 from ..utils import atomic_write, resolve_device, seed_everything
@@ -31,11 +37,13 @@ HELP = "VAE vs smooth encoder: adversarial accuracy of a linear probe (Cemgil et
 # --quick: MNIST in about 10 minutes on 2 CPU cores. Full: the paper's settings as far as a CPU allows.
 BUDGETS = {
     "quick": dict(epochs=10, subset=0, latent_dim=32, obs_var=0.01, gamma=300.0, select_eps=0.2, select_steps=10,
-                  n_eval=1000, attack_steps=100, restarts=10),
+                  n_eval=1000, attack_steps=100, restarts=10, ensemble_queries=5000),
     "full": dict(epochs=20, subset=0, latent_dim=32, obs_var=0.01, gamma=300.0, select_eps=0.2, select_steps=20,
-                 n_eval=10000, attack_steps=100, restarts=10),
+                 n_eval=10000, attack_steps=100, restarts=10, ensemble_queries=5000),
 }
 RADII = (0.01, 0.1, 0.2, 0.3)
+ATTACKS = ("pgd", "ensemble")   # --attack: the paper's PGD; AutoAttack's APGD-CE, APGD-T, Square
+CERTIFY_METHODS = ("dual", "ibp")
 
 
 def add_arguments(p) -> None:
@@ -46,15 +54,28 @@ def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--radii", default=",".join(map(str, RADII)), help="attack radii (default 0.01,0.1,0.2,0.3)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    p.add_argument("--attack", default="pgd", help="pgd (default), ensemble (APGD-CE, APGD-T, Square), or both as "
+                   "pgd,ensemble: each is reported; the ensemble then attacks the points PGD left")
+    p.add_argument("--certify-radii", default="", help="also certify probe(mu(x)) at these l_inf radii with the dual "
+                   "and interval bounds, e.g. 0.005,0.01,0.02,0.05 (default: no certification)")
 
 
 def settings_from(args) -> dict:
     s = budget_settings(args, BUDGETS)
     s.update(dataset=args.dataset, task=args.task or "digit", arch=args.arch, batch_size=args.batch_size,
-             seed=args.seed, radii=parse_radii(args.radii, "--radii"))
+             seed=args.seed, radii=parse_radii(args.radii, "--radii"), attacks=_parse_attacks(args.attack),
+             certify_radii=parse_radii(args.certify_radii, "--certify-radii") if args.certify_radii.strip() else [])
+    validate.nonnegative(s["ensemble_queries"], "--ensemble-queries", integer=True)
     if s["dataset"] != "color-mnist" and s["task"] != "digit":
         raise UserError(f"--task {s['task']} needs --dataset color-mnist")
     return s
+
+
+def _parse_attacks(text: str) -> list[str]:
+    names = [a.strip() for a in str(text).split(",") if a.strip()]
+    if not names or len(set(names)) != len(names) or not set(names) <= set(ATTACKS):
+        raise UserError(f"--attack takes pgd, ensemble or pgd,ensemble, got {text!r}")
+    return [a for a in ATTACKS if a in names]      # PGD first: the ensemble then takes the points it left
 
 
 def _model_hparams(s: dict, input_shape) -> dict[str, dict]:
@@ -125,23 +146,40 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
                 continue
             t0 = time.perf_counter()
             seed_everything(s["seed"])
-            atk = PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"])
-            r["adversarial"][str(eps)] = adversarial_accuracy(classifier, Xe, ye, atk, batch_size=500,
-                                                              progress=progress)
+            left = None                                   # each attack works on the points the earlier ones left
+            for attack in s.get("attacks", ["pgd"]):
+                atk = (PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"]) if attack == "pgd"
+                       else Ensemble(classifier, eps=eps, steps=s["attack_steps"], queries=s["ensemble_queries"]))
+                left = survivors(classifier, Xe, ye, atk, among=left, batch_size=500, progress=progress)
+                r.setdefault("by_attack", {}).setdefault(attack, {})[str(eps)] = int(left.sum()) / n_eval
+            r["adversarial"][str(eps)] = r["by_attack"][s.get("attacks", ["pgd"])[0]][str(eps)]
             r.setdefault("attack_seconds", {})[str(eps)] = round(time.perf_counter() - t0, 1)
             print(f"{name}: eps {eps}: adversarial accuracy {r['adversarial'][str(eps)]:.4f} "
                   f"(nominal {r['nominal']:.4f}, {r['attack_seconds'][str(eps)]:.0f} s)", file=sys.stderr)
             _save_state(partial_path, state, t_start)
+        if s.get("certify_radii") and "certified" not in r:
+            t0 = time.perf_counter()
+            net = certifiable_network(model, probe)
+            r["certified"] = {m: {str(e): int(certified_points(net, Xe, ye, e, m).sum()) / n_eval
+                                  for e in s["certify_radii"]} for m in CERTIFY_METHODS}
+            r["certified"]["seconds"] = round(time.perf_counter() - t0, 1)
+            _save_state(partial_path, state, t_start)
 
     seconds = state["seconds_before"] + time.perf_counter() - t_start
     results = {"dataset": s["dataset"], "task": s["task"], "arch": s["arch"],
-               "attack": {"name": "pgd", "norm": "linf", "steps": s["attack_steps"], "restarts": s["restarts"]},
+               "attack": _describe(s.get("attacks", ["pgd"])[0], s),
+               "attacks": {a: _describe(a, s) for a in s.get("attacks", ["pgd"])},
                "n_eval": n_eval, "settings": s,
                "models": {k: {"nominal": v["nominal"], "adversarial": v["adversarial"],
                               "train_seconds": v.get("train_seconds"), "attack_seconds": v.get("attack_seconds", {}),
+                              "by_attack": v.get("by_attack", {}),
                               **({"warning": v["warning"]} if "warning" in v else {})}
                           for k, v in state["models"].items()},
                "seconds": round(seconds, 1)}
+    if s.get("certify_radii"):
+        # l_inf balls intersected with [0, 1] (the set every attack searches), bounds of rr.certify.margin_bounds
+        results["certified"] = {"methods": list(CERTIFY_METHODS), "input_bounds": [0.0, 1.0],
+                                **{k: v["certified"] for k, v in state["models"].items()}}
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     title = f"{s['dataset']} ({s['arch']}, task {s['task']}, L={s['select_steps']}, sel. eps {s['select_eps']})"
     plots.robustness_curve(results, out / "robustness.png", title)
@@ -150,6 +188,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     radii = [str(r) for r in s["radii"]]
     rows = [[name.upper(), f"{100 * r['nominal']:.1f}%"] + [f"{100 * r['adversarial'][e]:.1f}%" for e in radii]
             for name, r in results["models"].items()]
+    rows += [[f"{name.upper()} ({attack})", ""] + [f"{100 * acc[e]:.1f}%" for e in radii]
+             for name, r in results["models"].items() for attack, acc in list(r["by_attack"].items())[1:]]
     report.write_html(out / "report.html", f"Smooth encoders vs VAE: {title}",
                       f"Linear probe on the frozen encoder mean, attacked end to end with l_inf PGD "
                       f"({s['attack_steps']} steps, {s['restarts']} restarts) on {n_eval} test points; "
@@ -158,6 +198,13 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
                       [out / "robustness.png", out / "examples.png"], s)
     _print_table(results)
     return results
+
+
+def _describe(attack: str, s: dict) -> dict:
+    if attack == "pgd":
+        return {"name": "pgd", "norm": "linf", "steps": s["attack_steps"], "restarts": s["restarts"]}
+    return {"name": "ensemble", "norm": "linf", "stages": ["apgd-ce", "apgd-t", "square"], "steps": s["attack_steps"],
+            "restarts": 1, "targets": 9, "queries": s["ensemble_queries"], "after_pgd": "pgd" in s.get("attacks", [])}
 
 
 def _save_state(path: Path, state: dict, t_start: float) -> None:
@@ -183,4 +230,10 @@ def _print_table(results: dict) -> None:
     print(f"{'model':<6} {'nominal':>8} " + " ".join(f"{'eps ' + r:>9}" for r in radii))
     for name, r in results["models"].items():
         print(f"{name:<6} {100 * r['nominal']:7.1f}% " + " ".join(f"{100 * r['adversarial'][e]:8.1f}%" for e in radii))
+        for attack, acc in list(r.get("by_attack", {}).items())[1:]:
+            print(f"  {attack:<13}  " + " ".join(f"{100 * acc[e]:8.1f}%" for e in radii))
+    for name in results["models"]:
+        for method, acc in results.get("certified", {}).get(name, {}).items():
+            if method in CERTIFY_METHODS:
+                print(f"{name} certified ({method}): " + ", ".join(f"eps {e}: {100 * a:.1f}%" for e, a in acc.items()))
     print(f"wall time {results['seconds']:.0f} s")
