@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from . import color_mnist, digits, mnist
+from . import color_mnist, digits, mnist, shapes
 from .color_mnist import ColoredDigits
 
 SPLITS = ("train", "test")
@@ -56,6 +56,8 @@ DATASETS: dict[str, Dataset] = {
     "mnist": Dataset(_load_mnist, {"digit": 10}),
     "color-mnist": Dataset(_load_color_mnist, {"digit": 10, "color": 7}),
     "digits": Dataset(_load_digits, {"digit": 10}),
+    # dSprites-style shapes made by code, the small CPU grid (data/shapes.py); a task is one generative factor
+    "shapes": Dataset(lambda split, task, root: shapes.load_split(split, task), dict(shapes.TASKS)),
 }
 
 

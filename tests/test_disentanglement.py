@@ -1,0 +1,107 @@
+"""The shapes data (dSprites-style, made by code) and the three disentanglement metrics, on synthetic
+codes whose answers are known."""
+
+import math
+
+import pytest
+import torch
+from sklearn.metrics import mutual_info_score
+
+import robustrep as rr
+from robustrep.data.shapes import ShapesGrid
+from robustrep.evaluation import disentanglement as dm
+
+SIZES = (3, 4, 5)
+
+
+def perfect(f):
+    return f.double()
+
+
+def test_shapes_images_and_factors():
+    grid = ShapesGrid.small()
+    assert grid.factor_sizes == (3, 6, 10, 12, 12) and len(grid) == 25920
+    assert ShapesGrid().factor_sizes == (3, 6, 40, 32, 32) and len(ShapesGrid()) == 737280
+    f = grid.sample_factors(64, generator=torch.Generator().manual_seed(0))
+    x = grid.render(f)
+    assert x.shape == (64, 1, 32, 32) and x.dtype == torch.float32
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(grid.render(f), x)  # a pure function of the factors
+    # area grows with scale; the centre of mass follows x and y
+    small, big = grid.render(torch.tensor([[0, 0, 0, 6, 6], [0, 5, 0, 6, 6]])).sum((1, 2, 3))
+    assert big > 3 * small
+    left, right = grid.render(torch.tensor([[1, 3, 0, 0, 6], [1, 3, 0, 11, 6]]))
+    cols = torch.arange(32.0)
+    assert (left[0].sum(0) * cols).sum() / left.sum() < (right[0].sum(0) * cols).sum() / right.sum() - 10
+    # a square turned a quarter turn is the same square; a heart is not
+    sq = grid.render(torch.tensor([[0, 5, 0, 6, 6], [0, 5, 0, 6, 6]]))
+    heart = ShapesGrid(size=32, orientations=4).render(torch.tensor([[2, 5, 0, 6, 6], [2, 5, 2, 6, 6]]))
+    assert torch.equal(sq[0], sq[1]) and not torch.equal(heart[0], heart[1])
+    with pytest.raises(rr.errors.UserError):
+        grid.render(torch.tensor([[3, 0, 0, 0, 0]]))
+
+
+def test_shapes_in_the_data_table():
+    assert rr.data.num_classes("shapes", "orientation") == 10
+    X, y = rr.data.load("shapes", "test", task="shape")
+    assert X.shape == (2592, 1, 32, 32) and X.dtype == torch.float32 and y.dtype == torch.int64
+    assert float(X.min()) == 0 and float(X.max()) == 1 and set(y.tolist()) == {0, 1, 2}
+
+
+def test_mutual_information_matches_sklearn():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(5, (3000,), generator=g)
+    b = (a + torch.randint(3, (3000,), generator=g)) % 6
+    assert dm.mutual_information(a, b) == pytest.approx(mutual_info_score(a.numpy(), b.numpy()), rel=1e-9)
+
+
+def test_perfect_codes_score_one():
+    assert dm.beta_vae_metric(perfect, SIZES, n_train=600, n_test=300, pairs=32) == pytest.approx(1.0)
+    assert dm.factor_vae_metric(perfect, SIZES, n_votes=600) == pytest.approx(1.0)
+    assert dm.mig(perfect, SIZES, n=20000) > 0.95
+    scaled = dm.factor_vae_metric(lambda f: f.double() * torch.tensor([1e3, 1.0, 0.5]), SIZES, n_votes=600)
+    assert scaled == pytest.approx(1.0)  # normalised by each dimension's spread
+
+
+def test_a_factor_coded_twice_has_no_gap():
+    # z = [f0, f0, f1, f2]: factor 0's two best dimensions tie, so its gap is 0; the others' gaps are ~1
+    got = dm.mig(lambda f: f[:, [0, 0, 1, 2]].double(), SIZES, n=20000)
+    assert got == pytest.approx(2 / 3, abs=0.02)
+
+
+def test_factor_vae_metric_with_a_missing_factor():
+    # z = [f0, u], u uniform on 3 values like f0 but independent of every factor: votes fixing f0 pick
+    # dimension 0; votes fixing f1 split evenly between two dimensions of the same law, so the majority
+    # vote scores 1/2 + 1/4
+    def half(f):
+        g = torch.Generator().manual_seed(int(f.sum()) % 1000)
+        return torch.stack([f[:, 0], torch.randint(3, (len(f),), generator=g)], 1).double()
+
+    assert dm.factor_vae_metric(half, (3, 4), n_votes=4000) == pytest.approx(0.75, abs=0.03)
+
+
+def test_codes_that_ignore_the_factors_score_chance():
+    def noise(f):
+        g = torch.Generator().manual_seed(int(f.sum()) % 1000 + len(f))
+        return torch.randn(len(f), 4, generator=g, dtype=torch.float64)
+
+    assert dm.beta_vae_metric(noise, SIZES, n_train=600, n_test=600, pairs=32) < 1 / 3 + 0.1
+    assert dm.mig(noise, SIZES, n=20000) < 0.02
+
+
+def test_bad_metric_settings_are_refused():
+    with pytest.raises(rr.errors.UserError):
+        dm.mig(perfect, SIZES, bins=1)
+    with pytest.raises(rr.errors.UserError):
+        dm.factor_vae_metric(perfect, SIZES, batch=1)
+    with pytest.raises(rr.errors.UserError):
+        dm.beta_vae_metric(perfect, SIZES, n_train=0)
+    assert math.isfinite(dm.mig(perfect, (1, 3), n=100))  # a factor with one value is skipped
+
+
+def test_factor_vae_metric_prunes_a_collapsed_dimension():
+    # a constant dimension has zero variance under every vote; unpruned it would take every vote
+    got = dm.factor_vae_metric(
+        lambda f: torch.cat([f.double(), torch.zeros(len(f), 1, dtype=torch.float64)], 1), SIZES, n_votes=600
+    )
+    assert got == pytest.approx(1.0)
