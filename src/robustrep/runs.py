@@ -72,15 +72,14 @@ def load_model(run_dir, device="cpu", ema: bool = False) -> nn.Module:
     return load_weights(model, weights).to(device).eval()
 
 
-def load_classifier(run_dir, device="cpu") -> nn.Module:
-    """A classifier mapping images to logits: the run's own model if it is a classifier, else the
-    representation model with its linear probe on the posterior mean (`robustrep probe` first)."""
-    from .evaluation.probe import ProbedEncoder, load_probe
+def __getattr__(name: str):
+    # rr.runs.load_classifier, kept for callers: loading a classifier belongs with the probe (this module is
+    # storage only), and importing it here lazily keeps runs free of an import of the evaluation package
+    if name == "load_classifier":
+        from .evaluation.probe import load_classifier
 
-    model = load_model(run_dir, device)
-    if not hasattr(model, "encode"):
-        return model
-    return ProbedEncoder(model, load_probe(run_dir, device)).eval()
+        return load_classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_metrics(run_dir) -> list[dict]:

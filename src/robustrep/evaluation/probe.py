@@ -13,7 +13,7 @@ from torch import nn
 from ..attacks.base import eval_mode
 from .. import validate
 from ..errors import UserError
-from ..runs import check_run_dir, load_weights, read_yaml, save_weights, write_yaml
+from ..runs import check_run_dir, load_model, load_weights, read_yaml, save_weights, write_yaml
 
 
 class ProbedEncoder(nn.Module):
@@ -121,3 +121,12 @@ def load_probe(run_dir, device="cpu") -> nn.Linear:
     info = read_yaml(run_dir / "probe.yaml")
     probe = nn.Linear(int(info["in_features"]), int(info["num_classes"]))
     return load_weights(probe, run_dir / "probe.safetensors").to(device).eval()
+
+
+def load_classifier(run_dir, device="cpu") -> nn.Module:
+    """A classifier mapping images to logits: the run's own model if it is a classifier, else the
+    representation model with its linear probe on the posterior mean (`robustrep probe` first)."""
+    model = load_model(run_dir, device)
+    if not hasattr(model, "encode"):
+        return model
+    return ProbedEncoder(model, load_probe(run_dir, device)).eval()
