@@ -29,6 +29,7 @@ from ..training import OptimizerSpec
 from .registry import register
 
 GENERATOR_LOSSES = ("non-saturating", "saturating")
+ARCHS = ("conv", "mlp")
 
 
 def _pixels(shape) -> int:
@@ -233,11 +234,12 @@ class WGAN(AdversarialPair):
     critic_phase = "critic"
     HPARAM_HELP = {
         "noise_dim": "dimensions of the noise z",
-        "width": "channels of the first conv layer",
+        "width": "channels of the first conv layer (arch mlp: 8 * width hidden units)",
         "n_critic": "critic steps per generator step",
         "clip": "critic weights clipped to [-clip, clip]",
         "d_lr": "critic learning rate",
         "g_lr": "generator learning rate",
+        "arch": "conv (DCGAN networks) or mlp (for points, e.g. the 2-D toys)",
     }
 
     def __init__(
@@ -249,15 +251,25 @@ class WGAN(AdversarialPair):
         clip: float = 0.01,
         d_lr: float = 5e-5,
         g_lr: float = 5e-5,
+        arch: str = "conv",
     ):
         shape = validate.image_shape(input_shape, "input_shape")
-        _check_divisible_by_4(shape, type(self).__name__.lower())
+        self.arch = validate.choice(arch, "arch", ARCHS)
+        if arch == "conv":
+            _check_divisible_by_4(shape, type(self).__name__.lower())
         super().__init__(shape, noise_dim, n_critic)
         width = validate.width(width, "width")
         self.clip = validate.positive(clip, "clip", high=1e3)
         self.d_lr, self.g_lr = validate.positive(d_lr, "d_lr", high=10), validate.positive(g_lr, "g_lr", high=10)
-        self.generator = ConvGenerator(self.noise_dim, shape, width)
-        self.critic = conv_discriminator(shape, width, norm=True)
+        self._networks(width, norm=True)
+
+    def _networks(self, width: int, norm: bool) -> None:
+        if self.arch == "mlp":  # the 2-D toys: MLPs of 8 * width units
+            self.generator = MLPGenerator(self.noise_dim, self.input_shape, 8 * width)
+            self.critic = mlp_discriminator(self.input_shape, 8 * width)
+        else:
+            self.generator = ConvGenerator(self.noise_dim, self.input_shape, width)
+            self.critic = conv_discriminator(self.input_shape, width, norm=norm)
 
     def optimizers(self):
         return [
@@ -294,11 +306,14 @@ class WGANGP(WGAN):
         penalty: float = 10.0,
         d_lr: float = 1e-4,
         g_lr: float = 1e-4,
+        arch: str = "conv",
     ):
-        super().__init__(input_shape, noise_dim, width, n_critic, 1.0, d_lr, g_lr)
+        super().__init__(input_shape, noise_dim, width, n_critic, 1.0, d_lr, g_lr, arch)
         self.penalty = validate.nonnegative(penalty, "penalty", high=1e6)
-        self.critic = conv_discriminator(self.input_shape, width, norm=False)
         del self.clip
+
+    def _networks(self, width: int, norm: bool) -> None:
+        super()._networks(width, norm=False)  # no batch norm: the penalty is per example
 
     def optimizers(self):
         return [
