@@ -225,6 +225,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         "n_eval": len(Xt),
         "attacks": table,
         "seconds": round(time.perf_counter() - t0, 1),
+        "provenance": report.provenance(),
     }
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     _plot(results, out / "poisoning.png")

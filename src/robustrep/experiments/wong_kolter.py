@@ -487,6 +487,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     if not s["skip_figure6"]:
         results["figure6"] = figure6(s, out, device, progress)
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["provenance"] = report.provenance()
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     _plot(results, out)
     header, rows = table_rows(results)
