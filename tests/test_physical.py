@@ -288,3 +288,17 @@ def test_the_public_contract_as_design_md_writes_it(batch):
     result = rr.evaluation.transformation_robustness(classifier, x_adv, y, t, dist, draws=200)
     assert isinstance(result, dict) and {"success_plain", "success_eot", "accuracy_eot"} <= set(result)
     assert (x_adv - x).abs().max() <= 0.3 + 1e-6
+
+
+def test_eot_wraps_the_logit_attacks_through_the_mean_logits(batch):
+    """DeepFool and the universal perturbation ask for logits: under the identity distribution the
+    mean of K equal logits is those logits, so the result matches the plain attack."""
+    x, y, _ = batch
+    model = small_cnn()
+    plain = rr.attacks.DeepFool(model, steps=10)(x, y)
+    eot = rr.attacks.EOT(rr.attacks.DeepFool(model, steps=10), Distribution(), samples=4)(x, y)
+    assert torch.allclose(plain, eot, atol=1e-4)
+    torch.manual_seed(0)
+    uap = rr.attacks.EOT(rr.attacks.UniversalPerturbation(model, eps=0.2, max_epochs=1), Distribution(rotation=10),
+                         samples=2)(x, y)  # fmt: skip
+    assert (uap - x).abs().max() <= 0.2 + 1e-6 and uap.shape == x.shape
