@@ -78,3 +78,31 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path, digits):
     with pytest.raises(rr.UserError, match="corrupt"):
         fit(rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8), X, epochs=2, run_dir=tmp_path,
             progress=False, resume=True)
+
+
+def test_fit_equals_the_plain_loop_it_stands_for(digits):
+    """The loop's hooks, phases and schedules change nothing for a one-optimiser model: the weights equal,
+    bit for bit, those of the plain loop with the same seeding protocol (so results made before the
+    protocol are reproduced; issue 7)."""
+    from robustrep.training import epoch_seed
+
+    X = digits[0][:300]
+
+    def model():
+        torch.manual_seed(1)
+        return rr.models.VAE(input_shape=(1, 8, 8), latent_dim=3, hidden=16)
+
+    ours = model()
+    fit(ours, X, epochs=3, batch_size=64, seed=7, progress=False)
+    plain = model()
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    for epoch in range(3):
+        torch.manual_seed(epoch_seed(7, epoch))
+        order = torch.randperm(len(X))
+        for i in range(0, len(X), 64):
+            loss = plain.loss(X[order[i:i + 64]])["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    for p, q in zip(ours.parameters(), plain.parameters()):
+        assert torch.equal(p, q)
