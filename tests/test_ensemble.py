@@ -78,7 +78,7 @@ def test_each_stage_attacks_only_the_points_left(trained):
     left = survived(model, x_adv, y)
     # the recorder saw exactly the points that were right on clean input and that PGD left standing
     assert len(rec.seen) == 1 and len(rec.seen[0]) == int(left.sum())
-    assert ens.broken_by["clean"] == 5 and ens.broken_by["rec"] == 0
+    assert ens.broken_by["clean"] == 5 and ens.broken_by["rec"] == 0 and set(ens.seconds) == {"pgd", "rec"}
     assert ens.broken_by["clean"] + ens.broken_by["pgd"] + int(left.sum()) == len(x)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 

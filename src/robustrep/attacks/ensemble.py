@@ -12,7 +12,7 @@ The default sequence is AutoAttack's "standard" version without FAB-T:
      whose gradients are masked, where both gradient attacks fail.
 Any other sequence can be given as `attacks=[(name, attack), ...]`, e.g. with the package's PGD first.
 After a call, `atk.broken_by` holds how many points each attack broke (points the model gets wrong on
-clean input are not attacked and counted under "clean").
+clean input are not attacked and counted under "clean"), and `atk.seconds` each attack's wall time.
 
     >>> atk = Ensemble(classifier, eps=0.1)
     >>> x_adv = atk(x, y)
@@ -20,6 +20,8 @@ clean input are not attacked and counted under "clean").
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import nn
@@ -72,26 +74,28 @@ class Ensemble(Attack):
             raise UserError("attacks must be a non-empty list of (name, attack) pairs")
         self.attacks = list(attacks)
         self.broken_by: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
 
     def run(self, x, y, target=None):
         left = predict(self.model, x) == y  # points still standing
-        broken_by = {"clean": int((~left).sum())}
+        broken_by, seconds = {"clean": int((~left).sum())}, {}
         x_adv = x.clone()
         first = True
         for name, atk in self.attacks:
             idx = left.nonzero().squeeze(1)
             if idx.numel() == 0:
-                broken_by[name] = 0
+                broken_by[name], seconds[name] = 0, 0.0
                 continue
+            t0 = time.perf_counter()
             xa = atk(x[idx], y[idx])
             fooled = predict(self.model, xa) != y[idx]
             # broken points keep the first attack's success; the others the first attack's output
             take = torch.ones_like(fooled) if first else fooled
             x_adv[idx[take]] = xa[take]
             left[idx[fooled]] = False
-            broken_by[name] = int(fooled.sum())
+            broken_by[name], seconds[name] = int(fooled.sum()), time.perf_counter() - t0
             first = False
-        self.broken_by = broken_by
+        self.broken_by, self.seconds = broken_by, seconds
         return x_adv
 
     def __repr__(self) -> str:
