@@ -10,6 +10,7 @@ import torch
 from .. import data
 from ..attacks import FGSM, PGD
 from ..certify import METHODS, certified_accuracy
+from ..certify.inputs import check_input_bounds
 from ..certify.layers import as_sequential, parse
 from ..options import parse_radii
 from ..errors import UserError
@@ -20,7 +21,7 @@ from ..utils import resolve_device, seed_everything
 
 def register(sub) -> None:
     from ..options import add_common_options
-    p = sub.add_parser("certify", help="certified accuracy (Wong-Kolter dual, IBP) next to clean/FGSM/PGD",
+    p = sub.add_parser("certify", help="certified accuracy (dual network, CROWN, IBP) next to clean/FGSM/PGD",
                        description="Certify a trained classifier (an nn.Sequential of Linear, Conv2d, ReLU, Flatten, "
                        "e.g. `robustrep train classifier`) on its test set at each l_inf radius: clean, FGSM, PGD and "
                        "certified accuracy per method, with times. Writes RUN/certify.json.")
@@ -31,11 +32,26 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=40, help="PGD iterations (default 40)")
     p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
     p.add_argument("--batch-size", type=int, default=100, help="points bounded at once (default 100)")
+    p.add_argument("--input-bounds", default=None, metavar="LO,HI",
+                   help="clip the l_inf ball to this pixel range before bounding, e.g. 0,1 (default: the whole "
+                   "ball, as Wong & Kolter)")
     add_common_options(p)
     p.set_defaults(func=certify)
 
 
-def certify_table(classifier, X, y, eps_list, methods, steps=40, restarts=1, batch_size=100) -> dict:
+def parse_input_bounds(text):
+    """None, or "LO,HI" as a checked pair of floats (robustrep.certify's input_bounds)."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise UserError(f"--input-bounds takes LO,HI, e.g. 0,1; got {text!r}") from None
+    return check_input_bounds((lo, hi))
+
+
+def certify_table(classifier, X, y, eps_list, methods, steps=40, restarts=1, batch_size=100,
+                  input_bounds=None) -> dict:
     """Accuracies (fractions) and seconds per radius: {"clean", "eps": {e: {"fgsm", "pgd", "certified": {m}}}}."""
     out = {"n": len(X), "clean": clean_accuracy(classifier, X, y), "eps": {}}
     for eps in eps_list:
@@ -49,7 +65,8 @@ def certify_table(classifier, X, y, eps_list, methods, steps=40, restarts=1, bat
         row["seconds"].update(fgsm=round(t1 - t0, 2), pgd=round(t2 - t1, 2))
         for m in methods:
             t = time.perf_counter()
-            row["certified"][m] = certified_accuracy(classifier, X, y, eps, m, batch_size=batch_size, progress=True)
+            row["certified"][m] = certified_accuracy(classifier, X, y, eps, m, batch_size=batch_size, progress=True,
+                                                     input_bounds=input_bounds)
             row["seconds"][m] = round(time.perf_counter() - t, 2)
         out["eps"][str(eps)] = row
     return out
@@ -69,6 +86,7 @@ def certify(args) -> int:
     seed_everything(args.seed)
     device = resolve_device(args.device)
     eps_list = parse_radii(args.eps, "--eps")
+    input_bounds = parse_input_bounds(args.input_bounds)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     for m in methods:
         if m not in METHODS:
@@ -80,10 +98,13 @@ def certify(args) -> int:
     X, y = data.load(settings["dataset"], "test", task=settings.get("task"))
     n = len(X) if args.n <= 0 else min(args.n, len(X))
     X, y = X[torch.arange(n)].to(device), y[:n].to(device)
-    if any(m in ("dual", "ibp") for m in methods):
+    check_input_bounds(input_bounds, X)                 # every pixel inside, before the attacks
+    if any(m in ("dual", "crown", "ibp") for m in methods):
         parse(as_sequential(classifier), X[:1])          # an uncertifiable model fails now, not after the attacks
-    result = certify_table(classifier, X, y, eps_list, methods, args.steps, args.restarts, args.batch_size)
+    result = certify_table(classifier, X, y, eps_list, methods, args.steps, args.restarts, args.batch_size,
+                           input_bounds)
     result["attack"] = {"pgd_steps": args.steps, "restarts": args.restarts}
+    result["input_bounds"] = input_bounds
     print(format_table(result, methods))
     (Path(args.run) / "certify.json").write_text(json.dumps(result, indent=2))
     return 0
