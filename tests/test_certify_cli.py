@@ -286,15 +286,32 @@ def test_reproduce_wong_kolter_refuses_bad_values_before_work(tmp_path, capsys, 
 
 
 def test_certify_with_the_box_and_crown(robust_run, capsys):
-    assert main(["certify", str(robust_run), "--eps", "0.02", "--method", "dual,crown", "--input-bounds", "0,1",
-                 "--n", "60", "--steps", "5"]) == 0
+    assert (
+        main(
+            [
+                "certify",
+                str(robust_run),
+                "--eps",
+                "0.02",
+                "--method",
+                "dual,crown",
+                "--input-bounds",
+                "0,1",
+                "--n",
+                "60",
+                "--steps",
+                "5",
+            ]
+        )
+        == 0
+    )
     boxed = json.loads((robust_run / "certify.json").read_text())
     assert boxed["input_bounds"] == [0.0, 1.0]
     assert main(["certify", str(robust_run), "--eps", "0.02", "--method", "dual", "--n", "60", "--steps", "5"]) == 0
     plain = json.loads((robust_run / "certify.json").read_text())
     row, prow = boxed["eps"]["0.02"], plain["eps"]["0.02"]
     assert max(row["certified"].values()) <= row["pgd"] and plain["input_bounds"] is None
-    assert row["certified"]["dual"] >= prow["certified"]["dual"] - 1 / 60     # measured, not a theorem: see docs
+    assert row["certified"]["dual"] >= prow["certified"]["dual"] - 1 / 60  # measured, not a theorem: see docs
 
 
 @pytest.mark.parametrize("bad", ["1,0", "0", "a,b", "0,nan", "0,inf", "0.5,1"])
