@@ -57,3 +57,60 @@ def test_dissect_reports_each_class_and_refuses_bad_settings():
         dissect(model, ByBrightness(), "project", n=50, units=16)
     with pytest.raises(UserError):
         generator_layers(rr.models.build("gan", input_shape=(1, 8, 8)))
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--units", "0"],
+        ["--n", "10"],
+        ["--layer", "toRGB"],
+        ["--run", "/no/such/dir"],
+        ["--epochs", "-1"],
+        ["--width", "0"],
+    ],
+)
+def test_reproduce_dissection_refuses_bad_settings_before_work(flag, tmp_path):
+    from robustrep.cli import main
+
+    assert main(["reproduce", "dissection", "--quick", "--out", str(tmp_path / "r"), *flag]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_reproduce_dissection_end_to_end(tmp_path, monkeypatch):
+    import json
+
+    from robustrep.cli import main
+    from robustrep.experiments import dissection
+
+    class Stand(ByBrightness):
+        info = {"test_accuracy": 0.5, "sha256": "0" * 64}
+
+    monkeypatch.setattr(dissection, "load_feature_classifier", lambda *a, **k: Stand())
+    out = tmp_path / "r"
+    assert (
+        main(
+            [
+                "reproduce",
+                "dissection",
+                "--quick",
+                "--subset",
+                "128",
+                "--epochs",
+                "1",
+                "--width",
+                "4",
+                "--n",
+                "200",
+                "--units",
+                "4",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["classes"] and (out / "report.html").exists()
