@@ -51,11 +51,18 @@ def _load_digits(split, task, root):
     return torch.from_numpy(arrays[f"x_{split}"]), torch.from_numpy(arrays[f"y_{split}"])
 
 
+def _load_color_digits(split, task, root):
+    arrays = digits.load_arrays()  # uint8 like MNIST's: each grey level within 1/510 of the float's
+    gray = torch.from_numpy(np.rint(arrays[f"x_{split}"][:, 0] * 255).astype(np.uint8))
+    return color_mnist.colored(gray, torch.from_numpy(arrays[f"y_{split}"]), task)
+
+
 # name -> Dataset. A new data set is one module with a loader and one entry here (or `register_dataset`).
 DATASETS: dict[str, Dataset] = {
     "mnist": Dataset(_load_mnist, {"digit": 10}),
     "color-mnist": Dataset(_load_color_mnist, {"digit": 10, "color": 7}),
     "digits": Dataset(_load_digits, {"digit": 10}),
+    "color-digits": Dataset(_load_color_digits, {"digit": 10, "color": 7}),  # Color-MNIST's 7 colours, 8x8
     # dSprites-style shapes made by code, the small CPU grid (data/shapes.py); a task is one generative factor
     "shapes": Dataset(lambda split, task, root: shapes.load_split(split, task), dict(shapes.TASKS)),
 }
