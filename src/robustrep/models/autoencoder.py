@@ -184,6 +184,39 @@ class DenoisingAutoencoder(DeterministicAutoencoder):
             raise UserError("the DAE score (r(x) - x) / sigma^2 needs Gaussian corruption: train with --noise gaussian")
         return (self.decoder(self.encoder(x)) - x) / self.sigma**2
 
+    def langevin_score(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """score(x, sigma) for rr.sampling.annealed_langevin: this DAE knows one noise level, its own."""
+        if abs(float(sigma) - self.sigma) > 1e-6 * self.sigma:
+            raise UserError(f"this DAE was trained at noise sigma {self.sigma}; it has no score at sigma {sigma}")
+        return self.score(x)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, steps: int = 200, eps: float | None = None
+    ) -> torch.Tensor:
+        """Langevin dynamics on the DAE's score from uniform noise (rr.sampling.annealed_langevin with the
+        one level sigma; step eps, default sigma^2 / 20), ending with Tweedie's step x + sigma^2 score(x) =
+        r(x), clamped to [0, 1]. Gaussian corruption only."""
+        from ..sampling import annealed_langevin
+
+        if self.noise != "gaussian":
+            raise UserError(
+                "sampling a DAE by Langevin dynamics needs Gaussian corruption: train with --noise gaussian"
+            )
+        device = next(self.parameters()).device
+        x0 = torch.rand(n, *self.input_shape, generator=generator).to(device)
+        gen = generator if generator is None or generator.device == x0.device else None
+        return annealed_langevin(
+            self.langevin_score,
+            x0,
+            [self.sigma],
+            steps=steps,
+            eps=eps if eps is not None else self.sigma**2 / 20,
+            denoise=True,
+            clamp=True,
+            generator=gen,
+        )
+
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.check_input(x)
         recon = self.decoder(self.encoder(self.corrupt(x)))

@@ -1,0 +1,303 @@
+"""Reproduce the lecture's autoencoder numbers on MNIST: PCA, the linear AE, Hinton & Salakhutdinov's deep
+autoencoder (2006, Fig. 2B: 30-D PCA 13.87, deep AE 3.00), the k-sparse autoencoder's linear-probe error
+(Makhzani & Frey 2013, Table 1: k = 25 1.35%, raw pixels 7.20%), Langevin samples from a denoising AE,
+and the manifold of a 2-D VAE.
+
+`reconstruction` is Hinton's metric: the squared error summed over the 784 pixels, averaged over the 10000
+test images. `probe_error` is the test error of a linear classifier (multinomial logistic regression,
+L-BFGS) on frozen codes. Writes results.json, codes2d.png (Hinton's Fig. 3: 2-D codes of PCA and the
+deep AE by digit), reconstructions.png, vae_manifold.png, dae_langevin.png and report.html. Killed runs
+continue where they stopped when run again with the same --out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import data, models, plots, report, validate
+from ..errors import UserError
+from ..evaluation.probe import encode_means, fit_linear
+from ..models.linear import principal_angles, squared_error
+from ..runs import load_weights, read_metrics, read_yaml
+from ..training import fit, train_seconds
+from ..utils import atomic_write, resolve_device, seed_everything
+from .budgets import add_budget_arguments, budget_settings
+
+NAME = "autoencoders"
+HELP = "PCA, linear/deep/sparse/denoising AEs on MNIST: Hinton's reconstruction error, k-sparse probe error"
+
+# quick: minutes on 2 CPU cores (few epochs; the numbers are far from the papers'). full: long CPU hours.
+BUDGETS = {
+    "quick": dict(
+        ae_epochs=4,
+        linear_epochs=4,
+        ksparse_epochs=4,
+        dae_epochs=3,
+        vae_epochs=4,
+        probe_train=10000,
+        langevin_steps=100,
+    ),
+    "full": dict(
+        ae_epochs=100,
+        linear_epochs=50,
+        ksparse_epochs=50,
+        dae_epochs=30,
+        vae_epochs=50,
+        probe_train=0,
+        langevin_steps=500,
+    ),
+}
+KS = (25, 40)
+
+
+def add_arguments(p) -> None:
+    add_budget_arguments(p, BUDGETS)
+    p.add_argument(
+        "--ae-activation",
+        default="sigmoid",
+        choices=("sigmoid", "relu"),
+        help="hidden units of the deep AE: sigmoid (Hinton's logistic units, default) or relu",
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    p.add_argument("--dae-sigma", type=float, default=0.3, help="the DAE's Gaussian noise std (default 0.3)")
+
+
+def settings_from(args) -> dict:
+    s = budget_settings(args, BUDGETS)
+    for key in ("ae_epochs", "linear_epochs", "ksparse_epochs", "dae_epochs", "vae_epochs", "probe_train"):
+        validate.nonnegative(s[key], f"--{key.replace('_', '-')}", integer=True, high=100_000)
+    validate.positive(s["langevin_steps"], "--langevin-steps", integer=True, high=100_000)
+    s.update(
+        ae_activation=validate.choice(args.ae_activation, "--ae-activation", ("sigmoid", "relu")),
+        batch_size=validate.positive(args.batch_size, "--batch-size", integer=True, high=100_000),
+        dae_sigma=validate.positive(args.dae_sigma, "--dae-sigma", high=10.0),
+        seed=validate.seed(args.seed),
+    )
+    return s
+
+
+def _models(s: dict) -> dict[str, tuple[str, dict, int]]:
+    """run folder -> (registered model, hyper-parameters, epochs)."""
+    act = s["ae_activation"]
+    table = {
+        "linear-ae-30": ("linear-ae", dict(latent_dim=30), s["linear_epochs"]),
+        "ae-30": ("ae", dict(latent_dim=30, activation=act), s["ae_epochs"]),
+        "ae-2": ("ae", dict(latent_dim=2, activation=act), s["ae_epochs"]),
+        "dae": ("dae", dict(latent_dim=64, sigma=s["dae_sigma"]), s["dae_epochs"]),
+        "vae-2": ("vae", dict(latent_dim=2, obs_var=0.05), s["vae_epochs"]),
+    }
+    for k in KS:
+        table[f"k-sparse-ae-{k}"] = (
+            "k-sparse-ae",
+            dict(latent_dim=1000, k=k, k_start=100, alpha=3.0),
+            s["ksparse_epochs"],
+        )
+    return table
+
+
+def _train(folder: Path, name: str, hparams: dict, epochs: int, X, s: dict, device, progress):
+    """Train (or continue, or reuse) one model; a folder trained with other settings is refused."""
+    seed_everything(s["seed"])
+    hparams = dict(hparams, input_shape=list(X.shape[1:]))
+    model = models.build(name, **hparams)
+    config = {
+        "model": name,
+        "hparams": hparams,
+        "training": {
+            "dataset": "mnist",
+            "epochs": epochs,
+            "batch_size": s["batch_size"],
+            "lr": 1e-3,
+            "seed": s["seed"],
+        },
+    }
+    if (folder / "config.yaml").exists() and read_yaml(folder / "config.yaml") != config:
+        raise UserError(f"{folder} holds a {name} trained with other settings: choose a new --out or delete it")
+    if (folder / "model.safetensors").exists():
+        return load_weights(model, folder / "model.safetensors").to(device).eval(), train_seconds(read_metrics(folder))
+    history = fit(
+        model,
+        X,
+        epochs=epochs,
+        batch_size=s["batch_size"],
+        lr=1e-3,
+        run_dir=folder,
+        seed=s["seed"],
+        device=device,
+        resume=(folder / "config.yaml").exists(),
+        progress=progress,
+        config=config,
+    )
+    return model.eval(), train_seconds(history)
+
+
+@torch.no_grad()
+def hinton_error(model, X, batch_size: int = 2000) -> float:
+    """Mean over images of the squared error summed over pixels (Hinton & Salakhutdinov 2006)."""
+    total = 0.0
+    for i in range(0, len(X), batch_size):
+        x = X[i : i + batch_size]
+        total += float(squared_error(x.double(), model.reconstruct(x).double()).sum())
+    return total / len(X)
+
+
+def probe_error(
+    features: torch.Tensor, features_test: torch.Tensor, *, yp: torch.Tensor, y_test: torch.Tensor
+) -> float:
+    """Test error of multinomial logistic regression fitted on frozen features (L-BFGS, as rr's probe)."""
+    probe = fit_linear(features, yp, 10)
+    with torch.no_grad():
+        return float((probe(features_test).argmax(1) != y_test).float().mean())
+
+
+def run(s: dict, out, device="auto", progress: bool = True) -> dict:
+    t_start = time.perf_counter()
+    device = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    X, y = data.load("mnist", "train", device=device)
+    Xt, yt = data.load("mnist", "test", device=device)
+    Xp, yp = data.random_subset(X, y, s["probe_train"], s["seed"])  # the probes' training images
+
+    seed_everything(s["seed"])
+    pca = {d: models.build("pca", latent_dim=d).fit(X).to(device).eval() for d in (30, 2)}
+    trained, seconds = {}, {}
+    for folder, (name, hparams, epochs) in _models(s).items():
+        trained[folder], seconds[folder] = _train(out / folder, name, hparams, epochs, X, s, device, progress)
+
+    recon = {
+        "pca": {str(d): hinton_error(p, Xt) for d, p in pca.items()},
+        "linear-ae": {"30": hinton_error(trained["linear-ae-30"], Xt)},
+        "ae": {"30": hinton_error(trained["ae-30"], Xt), "2": hinton_error(trained["ae-2"], Xt)},
+        "k-sparse-ae": {str(k): hinton_error(trained[f"k-sparse-ae-{k}"], Xt) for k in KS},
+        "dae": {"64": hinton_error(trained["dae"], Xt)},
+    }
+    angles = principal_angles(trained["linear-ae-30"].subspace().cpu(), pca[30].components.cpu())
+
+    def codes(model):
+        return encode_means(model, Xp), encode_means(model, Xt)
+
+    probes = {
+        "pixels": probe_error(Xp.flatten(1), Xt.flatten(1), yp=yp, y_test=yt),
+        "pca": {"30": probe_error(*codes(pca[30]), yp=yp, y_test=yt)},
+        "ae": {"30": probe_error(*codes(trained["ae-30"]), yp=yp, y_test=yt)},
+        "k-sparse-ae": {str(k): probe_error(*codes(trained[f"k-sparse-ae-{k}"]), yp=yp, y_test=yt) for k in KS},
+    }
+
+    figures = [out / "codes2d.png", out / "reconstructions.png", out / "vae_manifold.png", out / "dae_langevin.png"]
+    _codes_figure(pca[2], trained["ae-2"], Xt[:5000], yt[:5000], figures[0])
+    _reconstructions_figure(
+        {
+            "PCA-30": pca[30],
+            "linear AE-30": trained["linear-ae-30"],
+            "AE-30": trained["ae-30"],
+            "k-sparse k=25": trained["k-sparse-ae-25"],
+            "DAE": trained["dae"],
+        },
+        Xt[:12],
+        figures[1],
+    )
+    _manifold_figure(trained["vae-2"], figures[2])
+    g = torch.Generator().manual_seed(s["seed"])
+    samples = trained["dae"].sample(36, generator=g, steps=s["langevin_steps"])
+    plots.image_grid(
+        samples,
+        figures[3],
+        title=f"Langevin samples from the DAE score (sigma {s['dae_sigma']}, {s['langevin_steps']} steps)",
+        columns=6,
+    )
+
+    results = {
+        "reconstruction": recon,
+        "probe_error": probes,
+        "linear_ae_principal_angles": {"max": float(angles.max()), "mean": float(angles.mean())},
+        "anchors": {
+            "hinton_2006": {"pca_30": 13.87, "ae_30": 3.00},
+            "makhzani_2013": {"k_sparse_25": 0.0135, "pixels": 0.0720},
+        },
+        "train_seconds": seconds,
+        "n_test": len(Xt),
+        "n_probe_train": len(Xp),
+        "settings": s,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
+    rows = [
+        ["PCA", "30", f"{recon['pca']['30']:.2f}", f"{100 * probes['pca']['30']:.2f}%", ""],
+        ["PCA", "2", f"{recon['pca']['2']:.2f}", "", ""],
+        [
+            "linear AE",
+            "30",
+            f"{recon['linear-ae']['30']:.2f}",
+            "",
+            f"max principal angle to PCA {results['linear_ae_principal_angles']['max']:.3f} rad",
+        ],
+        ["deep AE", "30", f"{recon['ae']['30']:.2f}", f"{100 * probes['ae']['30']:.2f}%", f"{seconds['ae-30']:.0f} s"],
+        ["deep AE", "2", f"{recon['ae']['2']:.2f}", "", f"{seconds['ae-2']:.0f} s"],
+    ]
+    rows += [
+        [
+            "k-sparse AE",
+            f"k={k}",
+            f"{recon['k-sparse-ae'][str(k)]:.2f}",
+            f"{100 * probes['k-sparse-ae'][str(k)]:.2f}%",
+            f"{seconds[f'k-sparse-ae-{k}']:.0f} s",
+        ]
+        for k in KS
+    ]
+    rows += [["raw pixels", "784", "", f"{100 * probes['pixels']:.2f}%", ""]]
+    report.write_html(
+        out / "report.html",
+        "The autoencoder zoo on MNIST",
+        f"Hinton's reconstruction error (squared error summed over pixels, mean over {len(Xt)} test "
+        f"images; anchors: PCA-30 13.87, deep AE-30 3.00) and the test error of a linear probe on "
+        f"frozen codes (anchors: k-sparse k=25 1.35%, pixels 7.20%). Wall time {results['seconds']:.0f} s.",
+        ["model", "code", "reconstruction", "probe error", "note"],
+        rows,
+        figures,
+        s,
+    )
+    for row in rows:
+        print("  ".join(f"{c:>14}" for c in row))
+    print(f"wall time {results['seconds']:.0f} s")
+    return results
+
+
+def _codes_figure(pca2, ae2, X, y, path: Path) -> None:
+    fig, axes = plots.plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, (title, model) in zip(axes, [("PCA, 2 components", pca2), ("deep autoencoder 784-1000-500-250-2", ae2)]):
+        z = encode_means(model, X).cpu()
+        sc = ax.scatter(z[:, 0], z[:, 1], c=y.cpu(), cmap="tab10", s=2, vmin=-0.5, vmax=9.5)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(sc, ax=axes, ticks=range(10), label="digit")
+    fig.suptitle("2-D codes of 5000 MNIST test images (Hinton & Salakhutdinov 2006, Fig. 3)", fontsize=10)
+    plots.save_figure(fig, path)
+
+
+@torch.no_grad()
+def _reconstructions_figure(named: dict, x, path: Path) -> None:
+    rows = [x] + [m.reconstruct(x).clamp(0, 1) for m in named.values()]
+    fig, axes = plots.plt.subplots(len(rows), 1, figsize=(len(x) * 0.8, len(rows) * 0.95))
+    for ax, title, imgs in zip(axes, ["test images", *named], rows):
+        ax.imshow(torch.cat(list(imgs[:, 0].cpu()), 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+@torch.no_grad()
+def _manifold_figure(vae, path: Path, n: int = 15) -> None:
+    """The decoder over an inverse-CDF grid of the 2-D prior (Kingma & Welling 2014, Fig. 4)."""
+    p = torch.linspace(0.5 / n, 1 - 0.5 / n, n)
+    q = torch.distributions.Normal(0.0, 1.0).icdf(p)
+    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
+    imgs = vae.decode(z.to(next(vae.parameters()).device))
+    plots.image_grid(imgs, path, title="2-D VAE: decoder mean over an inverse-CDF grid of the prior", columns=n)

@@ -1,0 +1,208 @@
+"""beta-VAE on dSprites-style shapes (Higgins et al. 2017): train the same conv VAE at several beta on the
+shapes made by code (data/shapes.py: shape 3, scale 6, orientation, x, y), and score each encoder mean with
+the beta-VAE metric (Higgins et al. 2017), the FactorVAE metric (Kim & Mnih 2018) and MIG (Chen et al.
+2018). Writes results.json, metrics.png (each metric against beta), traversals_beta{B}.png (each latent
+dimension swept over [-2.5, 2.5] from one image's code) and report.html. Anchor: Higgins et al. report a
+beta-VAE metric of 99.2% for beta-VAE against about 62% for a VAE-like baseline on dSprites.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import models, plots, report, validate
+from ..data.shapes import FACTORS, ShapesGrid, load_split
+from ..errors import UserError
+from ..evaluation import disentanglement as dm
+from ..evaluation.probe import encode_means
+from ..runs import load_weights, read_metrics, read_yaml
+from ..training import fit, train_seconds
+from ..utils import atomic_write, resolve_device, seed_everything
+from .budgets import add_budget_arguments, budget_settings
+
+NAME = "disentanglement"
+HELP = "beta-VAE on dSprites-style shapes: beta-VAE metric, FactorVAE metric and MIG for several beta"
+
+BUDGETS = {
+    "quick": dict(epochs=5, latent_dim=10, obs_var=0.1, votes=1000, pairs=32, mig_samples=10000, grid="small"),
+    "full": dict(epochs=30, latent_dim=10, obs_var=0.1, votes=5000, pairs=64, mig_samples=10000, grid="small"),
+}
+GRIDS = {
+    "small": ShapesGrid.small,
+    "medium": lambda: ShapesGrid(size=64, orientations=20, positions_x=16, positions_y=16),
+}
+
+
+def add_arguments(p) -> None:
+    add_budget_arguments(p, BUDGETS)
+    p.add_argument("--betas", default="1,4", help="comma-separated KL weights to train (default 1,4)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+
+
+def parse_betas(text: str) -> list[float]:
+    try:
+        betas = [float(b) for b in str(text).split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--betas must be comma-separated numbers such as 1,4, got {text!r}") from None
+    if not betas:
+        raise UserError("--betas must name at least one beta")
+    return [validate.nonnegative(b, "each of --betas", high=1e4) for b in betas]
+
+
+def settings_from(args) -> dict:
+    s = budget_settings(args, BUDGETS)
+    validate.nonnegative(s["epochs"], "--epochs", integer=True, high=100_000)
+    validate.width(s["latent_dim"], "--latent-dim")
+    validate.positive(s["obs_var"], "--obs-var", high=1e6)
+    validate.number(s["votes"], "--votes", low=10, high=10**7, integer=True)
+    validate.number(s["pairs"], "--pairs", low=2, high=10**5, integer=True)
+    validate.number(s["mig_samples"], "--mig-samples", low=100, high=10**7, integer=True)
+    validate.choice(s["grid"], "--grid", tuple(GRIDS))
+    s.update(
+        betas=parse_betas(args.betas),
+        seed=validate.seed(args.seed),
+        batch_size=validate.positive(args.batch_size, "--batch-size", integer=True, high=100_000),
+    )
+    return s
+
+
+def _train(folder: Path, beta: float, X, s: dict, device, progress):
+    seed_everything(s["seed"])
+    hparams = dict(
+        input_shape=list(X.shape[1:]), latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=beta
+    )
+    model = models.build("vae", **hparams)
+    config = {
+        "model": "vae",
+        "hparams": hparams,
+        "training": {
+            "dataset": f"shapes-{s['grid']}",
+            "epochs": s["epochs"],
+            "batch_size": s["batch_size"],
+            "lr": 1e-3,
+            "seed": s["seed"],
+        },
+    }
+    if (folder / "config.yaml").exists() and read_yaml(folder / "config.yaml") != config:
+        raise UserError(f"{folder} holds a model trained with other settings: choose a new --out or delete it")
+    if (folder / "model.safetensors").exists():
+        return load_weights(model, folder / "model.safetensors").to(device).eval(), train_seconds(read_metrics(folder))
+    history = fit(
+        model,
+        X,
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        lr=1e-3,
+        run_dir=folder,
+        seed=s["seed"],
+        device=device,
+        resume=(folder / "config.yaml").exists(),
+        progress=progress,
+        config=config,
+    )
+    return model.eval(), train_seconds(history)
+
+
+def run(s: dict, out, device="auto", progress: bool = True) -> dict:
+    t_start = time.perf_counter()
+    device = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = GRIDS[s["grid"]]()
+    X, _ = load_split("train", "shape", grid=grid)
+    Xt, _ = load_split("test", "shape", grid=grid)
+    results = {"grid": dict(zip(FACTORS, grid.factor_sizes)) | {"pixels": grid.size}, "models": {}, "settings": s}
+    figures = [out / "metrics.png"]
+    for beta in s["betas"]:
+        model, seconds = _train(out / f"beta-{beta:g}", beta, X, s, device, progress)
+
+        def represent(f, model=model):
+            return encode_means(model, grid.render(f).to(device))
+
+        with torch.no_grad():
+            recon = model.reconstruct(Xt[:2000].to(device))
+            recon_err = float((recon - Xt[:2000].to(device)).pow(2).flatten(1).sum(1).mean())
+        r = {
+            "beta_vae_metric": dm.beta_vae_metric(
+                represent,
+                grid.factor_sizes,
+                n_train=s["votes"],
+                n_test=max(100, s["votes"] // 2),
+                pairs=s["pairs"],
+                seed=s["seed"],
+            ),
+            "factor_vae_metric": dm.factor_vae_metric(
+                represent, grid.factor_sizes, n_votes=s["votes"], batch=s["pairs"], seed=s["seed"]
+            ),
+            "mig": dm.mig(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"]),
+            "test_squared_error": recon_err,
+            "train_seconds": seconds,
+        }
+        results["models"][f"{beta:g}"] = r
+        print(
+            f"beta {beta:g}: beta-VAE metric {r['beta_vae_metric']:.3f}, FactorVAE metric "
+            f"{r['factor_vae_metric']:.3f}, MIG {r['mig']:.3f}, recon {recon_err:.1f} ({seconds:.0f} s)"
+        )
+        path = out / f"traversals_beta{beta:g}.png"
+        _traversal(model, Xt[:1].to(device), path, beta)
+        figures.append(path)
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
+    _metrics_figure(results, figures[0])
+    rows = [
+        [
+            b,
+            f"{r['beta_vae_metric']:.3f}",
+            f"{r['factor_vae_metric']:.3f}",
+            f"{r['mig']:.3f}",
+            f"{r['test_squared_error']:.1f}",
+            f"{r['train_seconds']:.0f}",
+        ]
+        for b, r in results["models"].items()
+    ]
+    report.write_html(
+        out / "report.html",
+        "beta-VAE disentanglement on dSprites-style shapes",
+        f"Conv VAE with {s['latent_dim']} latent dimensions on {len(X)} shapes images "
+        f"({grid.size}x{grid.size}); metrics on the encoder mean. Wall time {results['seconds']:.0f} s.",
+        ["beta", "beta-VAE metric", "FactorVAE metric", "MIG", "test squared error", "train s"],
+        rows,
+        figures,
+        s,
+    )
+    return results
+
+
+@torch.no_grad()
+def _traversal(model, x, path: Path, beta: float, steps: int = 9) -> None:
+    """Row j: the decoder with latent dimension j swept over [-2.5, 2.5], the others at x's code."""
+    mu = model.encode(x)[0][0]
+    values = torch.linspace(-2.5, 2.5, steps, device=mu.device)
+    z = mu.repeat(len(mu) * steps, 1)
+    for j in range(len(mu)):
+        z[j * steps : (j + 1) * steps, j] = values
+    plots.image_grid(
+        model.decode(z), path, title=f"beta = {beta:g}: latent traversals (row = dimension)", columns=steps
+    )
+
+
+def _metrics_figure(results: dict, path: Path) -> None:
+    betas = [float(b) for b in results["models"]]
+    fig, ax = plots.plt.subplots(figsize=(5.5, 3.8))
+    for key, label in [
+        ("beta_vae_metric", "beta-VAE metric"),
+        ("factor_vae_metric", "FactorVAE metric"),
+        ("mig", "MIG"),
+    ]:
+        ax.plot(betas, [r[key] for r in results["models"].values()], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("beta")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Disentanglement of the encoder mean against beta", fontsize=10)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
