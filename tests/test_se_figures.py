@@ -80,6 +80,7 @@ def test_fig7a_random_vs_pgd_selection_and_resume(tmp_path, monkeypatch):
     assert again["tasks"] == results["tasks"]  # the same models, probes and seeded attacks
 
 
+@pytest.mark.slow  # five encoders; fig7a covers the same machinery in the default run
 def test_fig7b_selection_budgets(tmp_path):
     results, out = _run(tmp_path, "se-fig7b", "--budgets", "0,2")
     _check_common(results, out, "7b", "budget.png", {"vae", "se-L0", "se-L2"})

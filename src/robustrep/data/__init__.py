@@ -3,6 +3,7 @@
     X, y = rr.data.load("mnist", split="train")                     # [60000, 1, 28, 28]
     X, y = rr.data.load("color-mnist", split="test", task="color")  # [70000, 3, 28, 28], a lazy view
     X, y = rr.data.load("digits", split="train")                    # sklearn 8x8, for fast tests
+    X, y = rr.data.load("celeba", split="test", task="Smiling")     # a user's local copy, 64x64, lazy
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from . import color_mnist, digits, mnist, shapes
+from . import celeba, color_mnist, digits, mnist, shapes
 from .color_mnist import ColoredDigits
 
 SPLITS = ("train", "test")
@@ -57,12 +58,18 @@ def _load_color_digits(split, task, root):
     return color_mnist.colored(gray, torch.from_numpy(arrays[f"y_{split}"]), task)
 
 
+def _load_celeba(split, task, root):
+    return celeba.load(split, task, root)
+
+
 # name -> Dataset. A new data set is one module with a loader and one entry here (or `register_dataset`).
 DATASETS: dict[str, Dataset] = {
     "mnist": Dataset(_load_mnist, {"digit": 10}),
     "color-mnist": Dataset(_load_color_mnist, {"digit": 10, "color": 7}),
     "digits": Dataset(_load_digits, {"digit": 10}),
     "color-digits": Dataset(_load_color_digits, {"digit": 10, "color": 7}),  # Color-MNIST's 7 colours, 8x8
+    # a user's copy ($ROBUSTREP_CELEBA_DIR or root=): 40 binary attributes, Smiling the default task
+    "celeba": Dataset(_load_celeba, {"Smiling": 2, **{a: 2 for a in celeba.ATTRIBUTES}}),
     # dSprites-style shapes made by code, the small CPU grid (data/shapes.py); a task is one generative factor
     "shapes": Dataset(lambda split, task, root: shapes.load_split(split, task), dict(shapes.TASKS)),
 }
@@ -96,7 +103,8 @@ def load(name: str, split: str = "train", task: str | None = None, root: str | N
     """Return (X, y) for data set `name` and `split` ("train" or "test").
 
     `task` picks the labels where a data set has several ("digit" or "color" for color-mnist).
-    `root` names a folder of standard MNIST IDX files to use instead of the cached copy.
+    `root` names a folder of standard MNIST IDX files to use instead of the cached copy, or the
+    CelebA folder (else $ROBUSTREP_CELEBA_DIR).
     """
     entry, task = _entry(name, task)
     if split not in SPLITS:
@@ -108,8 +116,8 @@ def load(name: str, split: str = "train", task: str | None = None, root: str | N
 
 
 def take(X, index: torch.Tensor):
-    """X[index], staying lazy for lazy views (Color-MNIST) instead of making the images."""
-    return X.subset(index) if isinstance(X, ColoredDigits) else X[index]
+    """X[index], staying lazy for lazy views (Color-MNIST, CelebA) instead of making the images."""
+    return X.subset(index) if hasattr(X, "subset") else X[index]
 
 
 def random_subset(X, y: torch.Tensor | None, n: int, seed: int = 0):

@@ -124,8 +124,8 @@ def load_data(s: dict, device):
     random test subset with its labels per task (the same points for every task and variant)."""
     Xl, labels, test = None, {}, {}
     for task in s["tasks"]:
-        Xl, labels[task] = data.load(s["dataset"], "train", task=task)
-        Xt, yt = data.load(s["dataset"], "test", task=task)
+        Xl, labels[task] = data.load(s["dataset"], "train", task=task, root=s.get("root"))
+        Xt, yt = data.load(s["dataset"], "test", task=task, root=s.get("root"))
         Xe, test[task] = data.random_subset(Xt, yt, s["n_eval"], s["seed"])
     X, _ = data.random_subset(Xl, None, s["subset"], s["seed"])
     return X, Xl, labels, Xe[:].to(device), {t: y.to(device) for t, y in test.items()}
@@ -282,5 +282,5 @@ def against_setting(
 
 
 def input_shape(s: dict) -> list[int]:
-    X, _ = data.load(s["dataset"], "train", task=s["tasks"][0])
+    X, _ = data.load(s["dataset"], "train", task=s["tasks"][0], root=s.get("root"))
     return list(X.shape[1:])
