@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..runs import load_weights, save_weights
 from ..utils import atomic_write, resolve_device
 
-SETTINGS = dict(arch="cnn", epochs=6, batch_size=128, lr=1e-3, lr_schedule="cosine", seed=0)
+SETTINGS = dict(arch="cnn", epochs=8, batch_size=64, lr=1e-3, lr_schedule="cosine", seed=0)
 MIN_ACCURACY = 0.992
 
 

@@ -303,50 +303,70 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     def checkpoint():
         _save(partial, dict(state, seconds_before=state["seconds_before"] + time.perf_counter() - t_start))
 
-    fc = load_feature_classifier(device, progress=progress)
     Xall, yall = data.load("mnist", "train")
     X, y = data.random_subset(Xall, yall, s["subset"], s["seed"])
-    Xt, _ = data.load("mnist", "test")
-    ref, _ = data.random_subset(Xt, None, s["n_eval"], s["seed"])
-    ref_feats, _ = fc.features_and_logits(ref)
 
-    if "baselines" not in state:
-        state["baselines"] = {k: judge(v, ref_feats, fc) for k, v in baselines(X, y, s["n_eval"], s["seed"]).items()}
-        checkpoint()
-
-    grids = []
+    # 1. train every model (the GANs epoch by epoch, keeping each epoch's weights for the Frechet curve)
+    trained = {}
     for entry in s["models"]:
         registered, hparams = model_spec(entry, s, X.shape[1:])
         run_dir = out / entry
         ema = EMA.get(registered)
-        per_epoch = registered not in EMA  # GANs: the Frechet distance after every epoch (cheap to sample)
-        if entry in state["models"]:
-            model, _ = train_or_resume(
+        if registered in EMA:
+            trained[entry] = train_or_resume(
                 entry, registered, hparams, X, s, s["epochs"], run_dir, device, progress, BATCH, ema
-            )
-        elif per_epoch:
-            curve = state["curves"].setdefault(entry, [])
-            for epoch in range(len(curve) + 1, s["epochs"] + 1):
-                model, seconds = train_or_resume(
-                    entry, registered, hparams, X, s, epoch, run_dir, device, progress, BATCH, ema
-                )
-                feats, _ = fc.features_and_logits(draw(model, s["n_eval"], s["seed"]))
-                curve.append([seconds, round(frechet_distance(ref_feats, feats), 4)])
-                checkpoint()
-        else:
-            model, _ = train_or_resume(
-                entry, registered, hparams, X, s, s["epochs"], run_dir, device, progress, BATCH, ema
-            )
+            )[0]
+            continue
+        for epoch in range(1, s["epochs"] + 1):
+            snapshot = run_dir / "epochs" / f"epoch{epoch}.safetensors"
+            if snapshot.exists():
+                continue
+            model, _ = train_or_resume(entry, registered, hparams, X, s, epoch, run_dir, device, progress, BATCH)
+            data_bytes = (run_dir / "model.safetensors").read_bytes()
+            snapshot.parent.mkdir(exist_ok=True)
+            atomic_write(snapshot, lambda f, b=data_bytes: f.write(b))
+        trained[entry] = train_or_resume(
+            entry, registered, hparams, X, s, s["epochs"], run_dir, device, progress, BATCH
+        )[0]
+    if "toys" not in state:
+        state["toys"], points = train_toys(s, out, device, progress)
+        _toys_figure(points, state["toys"], out / "toys.png")
+        checkpoint()
+
+    # 2. judge them on the classifier's features
+    fc = load_feature_classifier(device, progress=progress)
+    Xt, _ = data.load("mnist", "test")
+    ref, _ = data.random_subset(Xt, None, s["n_eval"], s["seed"])
+    ref_feats, _ = fc.features_and_logits(ref)
+    if "baselines" not in state:
+        state["baselines"] = {k: judge(v, ref_feats, fc) for k, v in baselines(X, y, s["n_eval"], s["seed"]).items()}
+        checkpoint()
+    grids = []
+    for entry, model in trained.items():
+        run_dir = out / entry
+        history = read_metrics(run_dir)
+        if model_spec(entry, s, X.shape[1:])[0] not in EMA and entry not in state["curves"]:
+            registered, hparams = model_spec(entry, s, X.shape[1:])
+            probe = models.build(registered, **hparams).to(device)
+            curve = []
+            for epoch in range(1, s["epochs"] + 1):
+                load_weights(probe, run_dir / "epochs" / f"epoch{epoch}.safetensors")
+                if hasattr(probe, "on_epoch_start"):  # a growing model samples at the stage it trained in
+                    probe.on_epoch_start(epoch - 1, s["epochs"])
+                feats, _ = fc.features_and_logits(draw(probe.eval(), s["n_eval"], s["seed"]))
+                curve.append([train_seconds(history[:epoch]), round(frechet_distance(ref_feats, feats), 4)])
+            state["curves"][entry] = curve
+            checkpoint()
         if entry not in state["models"]:
+            registered, hparams = model_spec(entry, s, X.shape[1:])
             t0 = time.perf_counter()
             samples = draw(model, s["n_eval"], s["seed"])
             sample_seconds = time.perf_counter() - t0
             r = judge(samples, ref_feats, fc)
-            steps = len(read_metrics(run_dir)) * math.ceil(len(X) / BATCH)
             r.update(
-                train_seconds=train_seconds(read_metrics(run_dir)),
+                train_seconds=train_seconds(history),
                 sample_seconds=round(sample_seconds, 1),
-                steps=steps,
+                steps=len(history) * math.ceil(len(X) / BATCH),
                 model=registered,
                 hparams={k: v for k, v in hparams.items() if k != "input_shape"},
             )
@@ -362,10 +382,6 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
             plots.image_grid(draw(model, 64, s["seed"]), grid, title=f"{entry} ({s['epochs']} epochs)")
         grids.append(grid)
 
-    if "toys" not in state:
-        state["toys"], points = train_toys(s, out, device, progress)
-        _toys_figure(points, state["toys"], out / "toys.png")
-        checkpoint()
     for toy, by_model in state["toys"].items():
         for entry, q in by_model.items():
             if entry in state["models"]:
