@@ -72,6 +72,7 @@ def test_fig7a_random_vs_pgd_selection_and_resume(tmp_path, monkeypatch):
     _check_common(results, out, "7a", "selection.png", {"vae", "se-random", "se-pgd"})
     assert results["models"]["se-random"]["hparams"]["select"] == "random"
     assert results["models"]["se-pgd"]["hparams"]["select"] == "pgd"
+    assert results["models"]["se-pgd"]["code_nats"] >= 0 and "code_nats" not in results["models"]["vae"]
 
     import robustrep.experiments.smooth_encoders as se
 

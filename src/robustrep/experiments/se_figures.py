@@ -28,6 +28,7 @@ from ..evaluation import adversarial_accuracy, clean_accuracy  # noqa: E402
 from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe  # noqa: E402
 from ..options import parse_radii  # noqa: E402
 from ..plots import save_figure  # noqa: E402
+from ..runs import read_metrics  # noqa: E402
 from ..utils import atomic_write, resolve_device, seed_everything  # noqa: E402
 from . import smooth_encoders  # noqa: E402
 from .budgets import add_budget_arguments, budget_settings  # noqa: E402
@@ -152,7 +153,13 @@ def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", p
     for label, v in variants.items():
         run_dir = out / label
         model, seconds = smooth_encoders.train_or_resume(v["model"], v["hparams"], X, s, run_dir, device, progress)
-        state["models"][label] = {**v, "train_seconds": seconds}
+        last = (read_metrics(run_dir) or [{}])[-1]
+        # code_nats: what the SE's mean carried in its last epoch (its collapse watch; near 0 = a constant encoder)
+        state["models"][label] = {
+            **v,
+            "train_seconds": seconds,
+            **({"code_nats": last["code_nats"]} if "code_nats" in last else {}),
+        }
         for task in s["tasks"]:
             classifier = _probed(model, run_dir, task, s, Xl, labels[task], device)
             classifiers[(label, task)] = classifier
