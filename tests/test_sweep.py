@@ -167,6 +167,23 @@ def test_train_sweep_ranks_trials_and_a_rerun_skips_finished_ones(tmp_path, monk
         sweep.run_sweep(changed)
 
 
+def test_a_failed_trial_is_recorded_ranked_last_and_tried_again(tmp_path, monkeypatch, capsys):
+    config = _config(tmp_path, grid={"lr": [1e-3, 1e12]})  # lr 1e12: the loss becomes NaN in the first epoch
+    result = sweep.run_sweep(config)
+    ok, failed = result["trials"]
+    assert ok["status"] == "ok" and failed["status"] == "failed" and failed["value"] is None
+    assert "lr" in failed["error"] and result["ranking"] == [0]
+    assert "| - | 1 | failed |" in (tmp_path / "sweep" / "ranking.md").read_text()
+    assert "trial 1 failed" in capsys.readouterr().err
+    tried = []
+    real = sweep._train_trial
+    monkeypatch.setattr(
+        sweep, "_train_trial", lambda config, trial, *a: tried.append(trial.index) or real(config, trial, *a)
+    )
+    sweep.run_sweep(config)
+    assert tried == [1]  # the finished trial is skipped, the failed one runs again
+
+
 def test_a_killed_trial_continues_where_it_stopped(tmp_path):
     config = _config(tmp_path, grid={"lr": [1e-2]})
     trial = sweep.plan(config)[0]

@@ -265,7 +265,9 @@ def run_trial(config: dict, trial: Trial, out: Path, device="auto", progress: bo
         record = json.loads(done.read_text())
         if record.get("flags") != trial.flags:
             raise UserError(f"{run_dir} holds a trial with other flags: the config changed; choose a new out")
-        return record
+        if record.get("status") == "ok":
+            return record
+        done.unlink()  # a failed trial is tried again (its failure may have been the machine's, not its flags')
     t0 = time.perf_counter()
     keys = metric_path(config["criterion"]["metric"])
     record = {"index": trial.index, "flags": trial.flags, "run_dir": str(run_dir), "argv": None}
@@ -279,14 +281,11 @@ def run_trial(config: dict, trial: Trial, out: Path, device="auto", progress: bo
             results = _train_trial(config, trial, run_dir, device, progress)
             record["settings"] = _read_settings(run_dir)
             record["epochs"] = results["epochs"]
-        record["argv"] = trial.argv
-        record["value"] = criterion_value(results, keys)
-        record["status"] = "ok"
     except UserError as err:  # a diverged or refused trial is a result of the sweep, not its end
-        if "criterion:" in str(err):
-            raise
         record.update(argv=trial.argv, value=None, status="failed", error=str(err))
         print(f"sweep: trial {trial.index} failed: {err}", file=sys.stderr)
+    else:  # a criterion missing from the results stops the sweep: the config names the wrong metric
+        record.update(argv=trial.argv, value=criterion_value(results, keys), status="ok")
     record["seconds"] = round(time.perf_counter() - t0, 1)
     if isinstance(results, dict) and isinstance(results.get("seconds"), (int, float)):
         record["seconds"] = results["seconds"]  # the experiment's own total, resumed parts included
