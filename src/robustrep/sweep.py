@@ -439,7 +439,7 @@ def _run_on_ray(config: dict, trials: list[Trial], out: Path, device, address, c
     import ray
     from ray import tune
 
-    todo = [t for t in trials if not (out / t.name / "trial.json").exists()]
+    todo = [t for t in trials if not _finished(out / t.name / "trial.json")]
     if todo:
         started = not ray.is_initialized()
         if started:
@@ -470,6 +470,13 @@ def _run_on_ray(config: dict, trials: list[Trial], out: Path, device, address, c
             raise UserError(f"Ray finished without {path}: see the trial's error under {out / 'ray'}")
         records[t.index] = json.loads(path.read_text())
     return records
+
+
+def _finished(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
 
 
 def _ray_run_config(out: Path):
