@@ -51,7 +51,7 @@ def test_the_smooth_encoder_is_smoother_off_the_data():
     torch.manual_seed(0)
     pi = von_mises_target(20, spread=0.4)
     s = torch.distributions.Multinomial(20, probs=pi).sample().double()
-    vae, se = DiscreteVAE(20, 20, seed=0), DiscreteVAE(20, 20, gamma=20.0, radius=2, seed=0)
+    vae, se = DiscreteVAE(20, 20, seed=0), DiscreteVAE(20, 20, gamma=1.0, radius=2, seed=0)
     vae.fit(s, steps=300, lr=0.02)
     se.fit(s, steps=300, lr=0.02)
     assert se.roughness() < vae.roughness()

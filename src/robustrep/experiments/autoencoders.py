@@ -33,11 +33,11 @@ HELP = "PCA, linear/deep/sparse/denoising AEs on MNIST: Hinton's reconstruction 
 # quick: minutes on 2 CPU cores (few epochs; the numbers are far from the papers'). full: long CPU hours.
 BUDGETS = {
     "quick": dict(
-        ae_epochs=4,
+        ae_epochs=2,
         linear_epochs=4,
-        ksparse_epochs=4,
-        dae_epochs=3,
-        vae_epochs=4,
+        ksparse_epochs=2,
+        dae_epochs=2,
+        vae_epochs=3,
         probe_train=10000,
         langevin_steps=100,
     ),
@@ -58,9 +58,10 @@ def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument(
         "--ae-activation",
-        default="sigmoid",
+        default="relu",
         choices=("sigmoid", "relu"),
-        help="hidden units of the deep AE: sigmoid (Hinton's logistic units, default) or relu",
+        help="hidden units of the deep AE: relu (default: trains without Hinton's RBM pre-training) or sigmoid "
+        "(the paper's logistic units, slow to train by gradient alone)",
     )
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--dae-sigma", type=float, default=0.3, help="the DAE's Gaussian noise std (default 0.3)")

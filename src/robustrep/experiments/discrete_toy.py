@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--nx", type=int, default=40, help="observations on the circle (default 40)")
     p.add_argument("--nz", type=int, default=40, help="latent states (default 40)")
     p.add_argument("--samples", type=int, default=60, help="observations drawn from the target (default 60)")
-    p.add_argument("--gamma", type=float, default=20.0, help="coupling strength of the smooth encoder (default 20)")
+    p.add_argument("--gamma", type=float, default=1.0, help="coupling strength of the smooth encoder (default 1)")
     p.add_argument("--radius", type=int, default=2, help="selection radius of the smooth encoder (default 2)")
     p.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000; --quick 600)")
 
