@@ -107,6 +107,21 @@ def test_fig4_color_digit_and_colour_tasks(tmp_path):
     assert all(m["hparams"]["arch"] == "conv" for m in results["models"].values())
 
 
+@pytest.mark.slow  # two encoders and four probes attacked: about 20 s on 2 busy cores
+def test_fig8_label_efficiency(tmp_path):
+    results, out = _run(tmp_path, "se-fig8", "--tasks", "digit", "--label-percents", "5,100", "--arch", "mlp")
+    _check_common(results, out, "8", "label-efficiency.png", {"vae", "se"})
+    n_train = len(data.load("digits", "train")[1])
+    for label in ("vae", "se"):
+        curve = results["label_efficiency"]["digit"][label]
+        assert curve["5.0"]["n_labels"] == -(-5 * n_train // 100) and curve["100.0"]["n_labels"] == n_train
+        assert set(curve["5.0"]["adversarial"]) == {"0.1", "0.3"}
+        # all the labels in another order: the same convex problem as the all-label probe, so the same accuracy
+        assert (
+            abs(curve["100.0"]["nominal"] - results["tasks"]["digit"][label]["nominal"]) <= 1 / 40 + 1e-6
+        )  # L-BFGS on a permuted sum: one point
+
+
 @pytest.mark.parametrize(
     "argv, flag",
     [
@@ -125,6 +140,9 @@ def test_fig4_color_digit_and_colour_tasks(tmp_path):
         (["se-fig7a", "--select-eps", "inf"], "--select-eps"),
         (["se-fig7a", "--radii", "0.1,2"], "--radii"),
         (["se-fig7a", "--seed", "-1"], "--seed"),
+        (["se-fig8", "--label-percents", "0,10"], "--label-percents"),
+        (["se-fig8", "--label-percents", "150"], "--label-percents"),
+        (["se-fig8", "--tasks", "digit,color"], "has no task"),
     ],
 )
 def test_bad_flags_are_refused_before_any_work(tmp_path, capsys, argv, flag):
