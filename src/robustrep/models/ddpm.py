@@ -1,4 +1,6 @@
-"""Denoising diffusion probabilistic model (Ho et al. 2020): a U-Net predicts the noise of
+"""Denoising diffusion (DDPM, Ho et al. 2020) with ancestral and DDIM samplers.
+
+Denoising diffusion probabilistic model (Ho et al. 2020): a U-Net predicts the noise of
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, trained with the simple loss E ||eps - eps_theta(x_t, t)||^2
 (their eq. 14) at t uniform; linear betas 1e-4..0.02 over T = 1000; images in [-1, 1] padded to a side
 divisible by 8 (28 -> 32). Sampling: the ancestral sampler (Algorithm 2, the posterior variance) or DDIM

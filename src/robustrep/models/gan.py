@@ -1,6 +1,8 @@
-"""Generative adversarial networks: the GAN (Goodfellow et al. 2014), DCGAN (Radford et al. 2016), WGAN
-(Arjovsky et al. 2017) and WGAN-GP (Gulrajani et al. 2017), each a generator and a discriminator (critic)
-with their own optimisers, trained by the one loop with a cycled phase schedule.
+"""Generative adversarial networks (GAN, DCGAN, WGAN, WGAN-GP): a generator and a critic, one optimiser each.
+
+The GAN (Goodfellow et al. 2014), DCGAN (Radford et al. 2016), WGAN (Arjovsky et al. 2017) and WGAN-GP
+(Gulrajani et al. 2017), each a generator and a discriminator (critic) with their own optimisers, trained
+by the one loop with a cycled phase schedule.
 
 Images are mapped to [-1, 1] for the networks (tanh output) and back to [0, 1] by `sample`.
 

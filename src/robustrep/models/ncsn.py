@@ -1,4 +1,6 @@
-"""A noise-conditional score network (Song & Ermon 2019) sampled by annealed Langevin dynamics.
+"""Noise-conditional score network (Song & Ermon 2019), sampled by annealed Langevin dynamics.
+
+A noise-conditional score network (Song & Ermon 2019) sampled by annealed Langevin dynamics.
 
 s_theta(x, sigma) estimates the score of the data blurred with N(0, sigma^2 I) at every sigma of a geometric
 sequence sigma_1 > ... > sigma_L. Training is denoising score matching with lambda(sigma) = sigma^2 (their

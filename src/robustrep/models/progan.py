@@ -1,4 +1,6 @@
-"""Progressive growing of GANs (Karras et al. 2018), adapted to MNIST: the generator and the critic grow
+"""Progressive GAN (Karras et al. 2018): generator and critic grow 7 -> 14 -> 28 with fade-in.
+
+Progressive growing of GANs (Karras et al. 2018), adapted to MNIST: the generator and the critic grow
 7 -> 14 -> 28 (a quarter, half and all of the image side), each new block faded in: while alpha goes
 0 -> 1 the output is alpha * new_block + (1 - alpha) * upsample(previous output), and the critic reads
 alpha * new_block(x) + (1 - alpha) * previous_block(downsample(x)). Real images are average-pooled to the
