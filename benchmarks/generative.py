@@ -139,7 +139,9 @@ def main():
         "dcgan_seconds": {"fit": fitted, "bare": bare},
         "ddpm_sampling": sampling,
         "seconds": round(time.perf_counter() - t_start, 1),
-        "command": "python benchmarks/generative.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/generative.py"
+        + (" --quick" if args.quick else "")
+        + (f" --batches {args.batches}" if args.batches else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(args.out), lambda f: f.write(json.dumps(result, indent=2).encode()))
