@@ -68,8 +68,13 @@ def _check_common(results: dict, out, figure: str, png: str, labels: set[str], t
 
 
 def test_fig7a_random_vs_pgd_selection_and_resume(tmp_path, monkeypatch):
-    results, out = _run(tmp_path, "se-fig7a")
+    chain = ("--attack", "pgd,ensemble", "--ensemble-queries", "20")  # the ensemble on the points PGD left
+    results, out = _run(tmp_path, "se-fig7a", *chain)
     _check_common(results, out, "7a", "selection.png", {"vae", "se-random", "se-pgd"})
+    assert list(results["attacks"]) == ["pgd", "ensemble"] and results["attack"]["name"] == "pgd"
+    for r in results["tasks"]["digit"].values():
+        assert set(r["by_attack"]) == {"pgd", "ensemble"} and r["by_attack"]["pgd"] == r["adversarial"]
+    assert "(ens.)" in (out / "report.html").read_text()
     assert results["models"]["se-random"]["hparams"]["select"] == "random"
     assert results["models"]["se-pgd"]["hparams"]["select"] == "pgd"
     assert results["models"]["se-pgd"]["code_nats"] >= 0 and "code_nats" not in results["models"]["vae"]
@@ -77,7 +82,7 @@ def test_fig7a_random_vs_pgd_selection_and_resume(tmp_path, monkeypatch):
     import robustrep.experiments.smooth_encoders as se
 
     monkeypatch.setattr(se, "fit", lambda *a, **k: pytest.fail("a finished model was trained again"))
-    again, _ = _run(tmp_path, "se-fig7a")
+    again, _ = _run(tmp_path, "se-fig7a", *chain)
     assert again["tasks"] == results["tasks"]  # the same models, probes and seeded attacks
 
 
@@ -140,6 +145,8 @@ def test_fig8_label_efficiency(tmp_path):
         (["se-fig7a", "--select-eps", "inf"], "--select-eps"),
         (["se-fig7a", "--radii", "0.1,2"], "--radii"),
         (["se-fig7a", "--seed", "-1"], "--seed"),
+        (["se-fig7a", "--attack", "fgsm"], "--attack"),
+        (["se-fig7a", "--ensemble-queries", "-1"], "--ensemble-queries"),
         (["se-fig8", "--label-percents", "0,10"], "--label-percents"),
         (["se-fig8", "--label-percents", "150"], "--label-percents"),
         (["se-fig8", "--tasks", "digit,color"], "has no task"),

@@ -22,14 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from .. import data  # noqa: E402
-from ..attacks import PGD  # noqa: E402
 from ..data import celeba  # noqa: E402
 from ..errors import UserError  # noqa: E402
-from ..evaluation import adversarial_accuracy, clean_accuracy  # noqa: E402
+from ..evaluation import clean_accuracy  # noqa: E402
 from ..evaluation.probe import ProbedEncoder, encode_means, fit_linear  # noqa: E402
 from ..plots import save_figure  # noqa: E402
 from ..runs import load_model  # noqa: E402
-from ..utils import atomic_write, resolve_device, seed_everything  # noqa: E402
+from ..utils import atomic_write, resolve_device  # noqa: E402
 from . import se_figures as sf  # noqa: E402
 
 NAME = "se-fig8"
@@ -112,11 +111,7 @@ def _label_efficiency(s: dict, variants: dict, out: Path, device, progress: bool
                 point = {"n_labels": int(n), "nominal": clean_accuracy(classifier, Xe, ye[task]), "adversarial": {}}
                 t0 = time.perf_counter()
                 for eps in s["radii"]:
-                    seed_everything(s["seed"])
-                    attack = PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"])
-                    point["adversarial"][str(eps)] = adversarial_accuracy(
-                        classifier, Xe, ye[task], attack, batch_size=500, progress=progress
-                    )
+                    point["adversarial"][str(eps)] = sf.attack_chain(classifier, Xe, ye[task], eps, s, point, progress)
                 point["attack_seconds"] = round(time.perf_counter() - t0, 1)
                 done[key] = point
                 atomic_write(partial, lambda f: f.write(json.dumps(state, indent=2).encode()))

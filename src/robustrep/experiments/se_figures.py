@@ -22,9 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .. import data, report, validate  # noqa: E402
-from ..attacks import PGD  # noqa: E402
+from ..attacks import PGD, Ensemble  # noqa: E402
 from ..errors import UserError  # noqa: E402
-from ..evaluation import adversarial_accuracy, clean_accuracy  # noqa: E402
+from ..evaluation import clean_accuracy  # noqa: E402
+from ..evaluation.pointwise import survivors  # noqa: E402
 from ..evaluation.probe import ProbedEncoder, load_probe, save_probe, train_probe  # noqa: E402
 from ..options import parse_radii  # noqa: E402
 from ..plots import save_figure  # noqa: E402
@@ -55,6 +56,12 @@ def add_arguments(
         "--radii", default=",".join(map(str, radii)), help=f"attack radii (default {','.join(map(str, radii))})"
     )
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    p.add_argument(
+        "--attack",
+        default="pgd",
+        help="pgd (default, the paper's), ensemble (APGD-CE, APGD-T, Square), or pgd,ensemble: each is reported; "
+        "the ensemble then attacks the points PGD left",
+    )
 
 
 def settings_from(args, figure_budgets: dict, tasks: tuple[str, ...] = ("digit",)) -> dict:
@@ -68,6 +75,7 @@ def settings_from(args, figure_budgets: dict, tasks: tuple[str, ...] = ("digit",
         batch_size=args.batch_size,
         seed=validate.seed(args.seed),
         radii=parse_radii(args.radii, "--radii"),
+        attacks=smooth_encoders._parse_attacks(args.attack),
     )
     for task in tasks:
         data.num_classes(s["dataset"], task)  # a UserError when the data set lacks the task
@@ -89,6 +97,7 @@ def check_budget(s: dict) -> None:
     v.positive(s["attack_steps"], "--attack-steps", integer=True, high=10**6)
     v.positive(s["restarts"], "--restarts", integer=True, high=10**4)
     v.positive(s["batch_size"], "--batch-size", integer=True, high=10**6)
+    v.nonnegative(s["ensemble_queries"], "--ensemble-queries", integer=True, high=10**9)
     if any(r > 1 for r in s["radii"]):
         raise UserError(f"--radii must be at most 1 (images live in [0, 1]), got {s['radii']}")
 
@@ -176,11 +185,7 @@ def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", p
                 if str(eps) in r["adversarial"]:
                     continue
                 t0 = time.perf_counter()
-                seed_everything(s["seed"])
-                attack = PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"])
-                r["adversarial"][str(eps)] = adversarial_accuracy(
-                    classifier, Xe, ye[task], attack, batch_size=500, progress=progress
-                )
+                r["adversarial"][str(eps)] = attack_chain(classifier, Xe, ye[task], eps, s, r, progress)
                 r["attack_seconds"][str(eps)] = round(time.perf_counter() - t0, 1)
                 print(
                     f"{label} ({task}): eps {eps}: adversarial accuracy {r['adversarial'][str(eps)]:.4f} "
@@ -193,11 +198,27 @@ def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", p
         "dataset": s["dataset"],
         "tasks": state["tasks"],
         "models": state["models"],
-        "attack": {"name": "pgd", "norm": "linf", "steps": s["attack_steps"], "restarts": s["restarts"]},
+        "attack": smooth_encoders._describe(s["attacks"][0], s),
+        "attacks": {a: smooth_encoders._describe(a, s) for a in s["attacks"]},
         "n_eval": len(Xe),
         "settings": s,
         "seconds": round(seconds, 1),
     }
+
+
+def attack_chain(classifier, Xe, ye, eps: float, s: dict, r: dict, progress: bool) -> float:
+    """The accuracy under the first of s["attacks"] at `eps`; with pgd,ensemble the ensemble then attacks
+    the points PGD left (smooth_encoders' protocol). Each attack's accuracy goes to r["by_attack"]."""
+    seed_everything(s["seed"])
+    left = None
+    for name in s["attacks"]:
+        if name == "pgd":
+            attack = PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"])
+        else:
+            attack = Ensemble(classifier, eps=eps, steps=s["attack_steps"], queries=s["ensemble_queries"])
+        left = survivors(classifier, Xe, ye, attack, among=left, batch_size=500, progress=progress)
+        r.setdefault("by_attack", {}).setdefault(name, {})[str(eps)] = int(left.sum()) / len(Xe)
+    return r["by_attack"][s["attacks"][0]][str(eps)]
 
 
 def _probed(model, run_dir: Path, task: str, s: dict, Xl, yl, device) -> ProbedEncoder:
@@ -225,6 +246,12 @@ def table_rows(results: dict) -> tuple[list[str], list[list]]:
         for task, by_label in results["tasks"].items()
         for label, r in by_label.items()
     ]
+    rows += [  # the later attacks of a chain (pgd,ensemble), each on the points the earlier ones left
+        [task, f"{label} (ens.)", ""] + [f"{100 * acc[e]:.1f}%" for e in radii]
+        for task, by_label in results["tasks"].items()
+        for label, r in by_label.items()
+        for acc in list(r.get("by_attack", {}).values())[1:]
+    ]
     return ["task", "encoder", "nominal"] + [f"eps {e}" for e in radii], rows
 
 
@@ -232,9 +259,14 @@ def write_report(out: Path, title: str, summary: str, results: dict, figures: li
     header, rows = table_rows(results)
     s = results["settings"]
     summary += (
-        f" Linear probe on the frozen encoder mean, attacked end to end with l_inf PGD ({s['attack_steps']} "
-        f"steps, {s['restarts']} restarts) on {results['n_eval']} test points; wall time "
-        f"{results['seconds']:.0f} s."
+        " Linear probe on the frozen encoder mean, attacked end to end with "
+        + (
+            f"l_inf PGD ({s['attack_steps']} steps, {s['restarts']} restarts)"
+            if s["attacks"][0] == "pgd"
+            else f"the ensemble (APGD-CE, APGD-T: {s['attack_steps']} steps; Square: {s['ensemble_queries']} queries)"
+        )
+        + (", then the ensemble on the points PGD left (rows 'ens.')" if len(s["attacks"]) > 1 else "")
+        + f" on {results['n_eval']} test points; wall time {results['seconds']:.0f} s."
     )
     report.write_html(out / "report.html", title, summary, header, rows, figures, s)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
