@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import robustrep as rr
-from robustrep.attacks import (BIM, CW, FGSM, PGD, DeepFool, IterativeLeastLikely, LatentAttack, OnePixel,
-                               Spatial, Square, UniversalPerturbation)
+from robustrep.attacks import (APGD, BIM, CW, FGSM, PGD, DeepFool, Ensemble, IterativeLeastLikely, LatentAttack,
+                               OnePixel, Spatial, Square, UniversalPerturbation)
 from robustrep.attacks.spatial import transform
 from robustrep.errors import UserError
 
@@ -401,6 +401,9 @@ ATTACKS = {
     "onepixel": (lambda m: OnePixel(m, steps=2, popsize=10), ("l0", 1)),
     "spatial": (lambda m: Spatial(m, angles=3, shifts=3), None),
     "square": (lambda m: Square(m, eps=0.1, queries=20), ("linf", 0.1)),
+    "apgd": (lambda m: APGD(m, eps=0.1, steps=5, restarts=2), ("linf", 0.1)),
+    "apgd-t-l2": (lambda m: APGD(m, eps=0.5, loss="dlr", targeted=True, targets=2, steps=5, norm="l2"), ("l2", 0.5)),
+    "ensemble": (lambda m: Ensemble(m, eps=0.1, steps=5, targets=2, queries=20), ("linf", 0.1)),
 }
 
 
