@@ -337,3 +337,11 @@ def test_attack_and_evaluate_commands_take_apgd_and_the_ensemble(run_dir, tmp_pa
     assert result["adversarial"]["0.2"] <= result["adversarial"]["0.05"] <= result["nominal"]
     assert main(["attack", str(run_dir), "--attack", "apgd", "--loss", "margin", "--out", str(tmp_path / "x")]) == 2
     assert "loss must be one of" in capsys.readouterr().err
+    for bad in (
+        ["--attack", "apgd-t", "--targets", "0"],
+        ["--attack", "ensemble", "--queries", "-1"],
+        ["--attack", "apgd", "--restarts", "0"],
+        ["--attack", "apgd", "--eps", "nan"],
+    ):
+        assert main(["attack", str(run_dir), *bad, "--out", str(tmp_path / "x")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
