@@ -118,7 +118,8 @@ def test_the_black_box_stage_catches_masked_gradients(trained):
 
 
 def test_l2_has_no_square_stage_and_bad_settings_are_refused(trained):
-    model, _, _ = trained
+    model, x, y = trained
+    assert Ensemble(model, eps=0.1)(x[:0], y[:0]).shape == x[:0].shape  # an empty batch is no error
     assert [n for n, _ in Ensemble(model, eps=0.5, norm="l2").attacks] == ["apgd-ce", "apgd-t"]
     assert isinstance(Ensemble(model, eps=0.1).attacks[2][1], Square)
     for kwargs in (

@@ -77,6 +77,9 @@ class Ensemble(Attack):
         self.seconds: dict[str, float] = {}
 
     def run(self, x, y, target=None):
+        if len(x) == 0:
+            self.broken_by, self.seconds = {"clean": 0, **{name: 0 for name, _ in self.attacks}}, {}
+            return x.clone()
         left = predict(self.model, x) == y  # points still standing
         broken_by, seconds = {"clean": int((~left).sum())}, {}
         x_adv = x.clone()
