@@ -345,3 +345,26 @@ def test_attack_and_evaluate_commands_take_apgd_and_the_ensemble(run_dir, tmp_pa
     ):
         assert main(["attack", str(run_dir), *bad, "--out", str(tmp_path / "x")]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_targeted_single_run_matches_pyautoattack(trained):
+    """APGD-T's run towards the 2nd most likely class, from the same start as the authors' code."""
+    autopgd = pytest.importorskip("pyautoattack.autopgd_base")
+    model, x, y = trained
+    eps = 0.05
+    ours = APGD(model, eps=eps, loss="dlr", targeted=True, steps=100, early_stop=False)
+    with torch.no_grad():
+        t = model(x).argsort(1, descending=True)[:, 1]
+    torch.manual_seed(2)
+    x0 = (x + ours.ball.random_start(x, eps)).clamp(0, 1)
+    ref = autopgd.APGDAttack_targeted(model, n_iter=100, eps=eps, device="cpu")
+    ref.init_hyperparam(x)
+    ref.y_target = t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x_best, acc, loss_best, _ = ref.attack_single_run(x, y, x_init=x0)
+    x_out, success, f_out = ours.single_run(x, y, t, x0)
+    assert 0 < int(success.sum()) < len(x) and torch.equal(success, ~acc)
+    standing = ~success
+    assert torch.allclose(x_out[standing], x_best[standing], atol=1e-5)
+    assert torch.allclose(f_out[standing], loss_best[standing], atol=1e-5)
