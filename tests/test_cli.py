@@ -34,7 +34,7 @@ def _run_in_process(args, capsys):
     (["probe", "{tmp}/missing"], "does not exist"),
     (["evaluate", "{tmp}/missing"], "does not exist"),
     (["evaluate", "{tmp}", "--eps", "abc"], "--eps"),
-    (["train", "se", "--dataset", "digits", "--arch", "conv", "--select", "magic", "--out", "{tmp}/r"], "selection"),
+    (["train", "se", "--dataset", "digits", "--arch", "conv", "--select", "magic", "--out", "{tmp}/r"], "select must be one of"),
     (["data", "fetch", "imagenet"], "unknown dataset"),
     (["reproduce", "smooth-encoders", "--dataset", "digits", "--radii", "0.1,big", "--out", "{tmp}/r"], "--radii"),
 ])
@@ -75,7 +75,8 @@ def test_train_probe_evaluate_end_to_end_on_digits(tmp_path, capsys):
     result = json.loads((run / "evaluation.json").read_text())
     adv = result["adversarial"]
     assert result["nominal"] > 0.5
-    assert result["nominal"] >= adv["0.05"] >= adv["0.3"]
+    # (nominal >= adversarial holds by construction.) The attack must move something, and more at 0.3
+    assert adv["0.05"] >= adv["0.3"] and adv["0.3"] < result["nominal"] - 0.2
     for weaker in ("fgsm", "bim"):             # one step, or no restarts: never stronger than PGD above
         assert main(["evaluate", str(run), "--attack", weaker, "--eps", "0.05", "--steps", "5", "--n", "100"]) == 0
         assert json.loads((run / "evaluation.json").read_text())["adversarial"]["0.05"] >= adv["0.05"] - 0.05
@@ -90,7 +91,9 @@ def test_reproduce_writes_the_results_schema_and_figures(tmp_path):
     for name in ("vae", "se"):
         r = results["models"][name]
         assert set(r["adversarial"]) == {"0.01", "0.1", "0.2", "0.3"}
-        assert all(0 <= a <= r["nominal"] for a in r["adversarial"].values())
+        acc = [r["adversarial"][e] for e in ("0.01", "0.1", "0.2", "0.3")]
+        # not "<= nominal" (true by construction): larger radii break more, and 0.3 breaks something
+        assert acc == sorted(acc, reverse=True) and acc[-1] < r["nominal"]
     assert results["seconds"] > 0
     assert (out / "robustness.png").stat().st_size > 1000 and (out / "examples.png").stat().st_size > 1000
     page = (out / "report.html").read_text()

@@ -41,8 +41,9 @@ def apply_threads(threads: int | None) -> None:
     machine slow runs by an order of magnitude)."""
     if threads is None:
         return
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
+    from . import validate
+
+    validate.positive(threads, "--threads", integer=True, high=4096)
     import torch
 
     torch.set_num_threads(threads)
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if args.command is None else 0
     try:
         apply_threads(getattr(args, "threads", None))
+        if getattr(args, "seed", None) is not None:  # every command's --seed, before any work
+            from . import validate
+
+            validate.seed(args.seed, "--seed")
         result = args.func(args)
     except UserError as err:
         sys.stderr.write(f"robustrep {args.command}: error: {err}\n")

@@ -23,12 +23,15 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_RADIUS = 1e6  # images live in [0, 1]: a larger radius means nothing more
+
+
 def parse_radii(text: str, what: str = "--eps") -> list[float]:
     """Comma-separated finite radii >= 0 from a flag, or a UserError naming the flag."""
     try:
         values = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{what} takes comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0 <= v < float("inf") for v in values):
-        raise UserError(f"{what} needs at least one finite radius >= 0, got {text!r}")
+    if not values or any(not 0 <= v <= MAX_RADIUS for v in values):
+        raise UserError(f"{what} needs at least one finite radius in [0, {MAX_RADIUS:g}], got {text!r}")
     return values

@@ -166,7 +166,7 @@ def output_file(path, name: str) -> Path:
     if p.is_dir():
         raise UserError(f"{name}: {p} is a folder, not a file: choose another path")
     if p.exists() and not os.access(p, os.W_OK):
-        raise UserError(f"{name}: cannot overwrite {p} (permissions)")
+        raise UserError(f"{name}: cannot write {p} (permissions): choose another folder")
     output_dir(p.parent, name)
     return p
 

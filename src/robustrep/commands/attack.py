@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .. import attacks, data
+from .. import attacks, data, preflight, validate
 from ..attacks.registry import ATTACKS, DEFAULTS, make_attack
 from ..errors import UserError
 from ..runs import load_classifier, read_yaml
-from ..utils import resolve_device, seed_everything
+from ..utils import atomic_write, resolve_device, seed_everything
 
 def register(sub) -> None:
     from ..options import add_common_options
@@ -62,17 +62,51 @@ def _dataset(run: Path, name: str | None):
     return probe.get("dataset", training.get("dataset", "mnist")), probe.get("task", training.get("task"))
 
 
+def _check_attack_flags(args) -> None:
+    """Every attack setting, whichever attack uses it: a bad value is refused even where this attack ignores
+    it (the attack's own constructor checks its settings again, for the API)."""
+    from ..attacks.pgd import MAX_EPS, MAX_RESTARTS, MAX_STEPS
+
+    validate.nonnegative(args.eps, "--eps", high=MAX_EPS)
+    if args.steps is not None:
+        validate.nonnegative(args.steps, "--steps", integer=True, high=MAX_STEPS)
+    validate.positive(args.restarts, "--restarts", integer=True, high=MAX_RESTARTS)
+    validate.positive(args.c, "--c", high=1e10)
+    validate.nonnegative(args.kappa, "--kappa", high=1e10)
+    validate.positive(args.search_steps, "--search-steps", integer=True, high=64)
+    validate.nonnegative(args.overshoot, "--overshoot", high=1e3)
+    validate.positive(args.pixels, "--pixels", integer=True, high=10**6)
+    validate.number(args.popsize, "--popsize", low=4, high=10**6, integer=True)
+    if args.queries is not None:
+        validate.nonnegative(args.queries, "--queries", integer=True, high=10**7)
+    if getattr(args, "targets", None) is not None:
+        validate.positive(args.targets, "--targets", integer=True, high=10**4)
+    validate.number(args.max_angle, "--max-angle", low=0, high=180)
+    validate.number(args.max_shift, "--max-shift", low=0, high=1)
+    if args.norm is not None:
+        validate.choice(args.norm, "--norm", ("linf", "l2"))
+    validate.choice(args.loss, "--loss", ("ce", "margin", "dlr"))
+
+
 def attack(args) -> int:
     if args.attack not in ATTACKS:
         raise UserError(f"unknown attack {args.attack!r}: choose one of {', '.join(ATTACKS)}")
-    if args.n < 0 or args.batch_size < 1:
-        raise UserError("--n must be >= 0 and --batch-size >= 1")
+    # every value and path checked before any work: the attack's settings when it is built (below,
+    # before the data are attacked), the run, the data set, and the output folder
+    validate.count(args.n, "--n")
+    validate.positive(args.batch_size, "--batch-size", integer=True)
+    _check_attack_flags(args)
+    run = Path(args.run)
+    config = preflight.run_config(run)
+    preflight.probe_info(run)
+    out = Path(args.out) if args.out else run / f"attack-{args.attack}"
+    validate.output_dir(out, "--out")
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    run = Path(args.run)
     classifier = load_classifier(run, device)
     dataset, task = _dataset(run, args.dataset)
     X, y = data.load(dataset, "test", task=task)
+    preflight.data_fit(X, config, dataset)
     n = len(X) if args.n == 0 else min(args.n, len(X))
     X, y = X[:n].to(device), y[:n].to(device)
     if args.norm is None:
@@ -113,12 +147,11 @@ def attack(args) -> int:
     if args.attack == "universal":
         result["fooling_rate"] = float((pred_adv != pred).float().mean())
 
-    out = Path(args.out) if args.out else run / f"attack-{args.attack}"
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-    save_file({"x": X.cpu().contiguous(), "x_adv": X_adv.cpu().contiguous(), "y": y.cpu(), "pred": pred.cpu(),
-               "pred_adv": pred_adv.cpu()}, str(out / "adversarial.safetensors"))
-    (out / "attack.json").write_text(json.dumps(result, indent=2))
+    from safetensors.torch import save
+    tensors = {"x": X.cpu().contiguous(), "x_adv": X_adv.cpu().contiguous(), "y": y.cpu(), "pred": pred.cpu(),
+               "pred_adv": pred_adv.cpu()}
+    atomic_write(out / "adversarial.safetensors", lambda f: f.write(save(tensors)))
+    atomic_write(out / "attack.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     from ..attacks.plots import plot_examples, plot_universal
     title = f"{args.attack} on {run.name}: accuracy {result['clean_accuracy']:.3f} -> {result['adversarial_accuracy']:.3f}"
     show = correct.nonzero().squeeze(1)[:8] if correct.any() else torch.arange(min(8, n))

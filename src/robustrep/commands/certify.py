@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .. import data
+from .. import data, preflight, validate
+from ..attacks.pgd import MAX_RESTARTS, MAX_STEPS
 from ..attacks import FGSM, PGD
 from ..certify import METHODS, certified_accuracy
 from ..certify.inputs import check_input_bounds
@@ -16,7 +17,7 @@ from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
 from ..runs import load_classifier, read_yaml
-from ..utils import resolve_device, seed_everything
+from ..utils import atomic_write, resolve_device, seed_everything
 
 
 def register(sub) -> None:
@@ -83,6 +84,16 @@ def format_table(result: dict, methods) -> str:
 
 
 def certify(args) -> int:
+    # every value and path checked before any work (a negative --n used to mean "all")
+    validate.count(args.n, "--n")
+    validate.positive(args.batch_size, "--batch-size", integer=True)
+    validate.nonnegative(args.steps, "--steps", integer=True, high=MAX_STEPS)
+    validate.positive(args.restarts, "--restarts", integer=True, high=MAX_RESTARTS)
+    config = preflight.run_config(args.run)
+    if preflight.is_encoder(config):
+        raise UserError(f"{args.run} holds an encoder ({config['model']}): certify needs a classifier run "
+                        "(`robustrep train classifier`)")
+    preflight.writable(Path(args.run) / "certify.json")
     seed_everything(args.seed)
     device = resolve_device(args.device)
     eps_list = parse_radii(args.eps, "--eps")
@@ -106,5 +117,5 @@ def certify(args) -> int:
     result["attack"] = {"pgd_steps": args.steps, "restarts": args.restarts}
     result["input_bounds"] = input_bounds
     print(format_table(result, methods))
-    (Path(args.run) / "certify.json").write_text(json.dumps(result, indent=2))
+    atomic_write(Path(args.run) / "certify.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return 0

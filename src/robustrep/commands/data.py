@@ -19,8 +19,9 @@ def register(sub) -> None:
 
 
 def fetch(args) -> int:
-    for split in ("train", "test"):
-        X, y = data.load(args.name, split)       # load() fetches, verifies and caches
+    # both splits first (load() fetches, verifies and caches), then the report: an error is one line
+    loaded = {split: data.load(args.name, split) for split in ("train", "test")}
+    for split, (X, y) in loaded.items():
         print(f"{args.name} {split}: {tuple(X.shape)} images, {len(y)} labels, "
               f"{int(y.max()) + 1} classes", file=sys.stderr)
     print(f"{args.name}: ready")

@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from .. import data, validate
+from .. import data, preflight, validate
 from ..attacks.eot import EOT
 from ..defenses import RandomResizePad
 from ..transforms import Distribution
@@ -13,8 +13,9 @@ from ..attacks.registry import attack_names, make_attack
 from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import adversarial_accuracy, clean_accuracy
-from ..runs import load_classifier, read_yaml
-from ..utils import resolve_device, seed_everything
+from ..runs import load_classifier
+from ..attacks.pgd import MAX_RESTARTS, MAX_STEPS
+from ..utils import atomic_write, resolve_device, seed_everything
 
 EPS_ATTACKS = attack_names(with_eps=True)
 
@@ -47,19 +48,29 @@ def register(sub) -> None:
 def evaluate(args) -> int:
     if args.attack not in EPS_ATTACKS:
         raise UserError(f"unknown attack {args.attack!r}: choose one of {', '.join(EPS_ATTACKS)}")
+    # every value and path checked before any work (a negative --n used to mean "all"; a read-only run
+    # folder failed after the attack, its work lost)
+    validate.count(args.n, "--n")
+    validate.positive(args.batch_size, "--batch-size", integer=True)
+    validate.nonnegative(args.steps, "--steps", integer=True, high=MAX_STEPS)
+    validate.positive(args.restarts, "--restarts", integer=True, high=MAX_RESTARTS)
+    parse_radii(args.eps, "--eps")
+    config = preflight.run_config(args.run)
+    probe_checked = preflight.probe_info(args.run)
+    preflight.writable(Path(args.run) / "evaluation.json")
     if args.eot is not None:
         validate.positive(args.eot, "--eot", integer=True, high=10**5)
-    validate.positive(args.defense_low, "--defense-low", integer=True)
+    validate.positive(args.defense_low, "--defense-low", integer=True, high=10**4)
     seed_everything(args.seed)
     device = resolve_device(args.device)
     eps_list = parse_radii(args.eps, "--eps")
     classifier = load_classifier(args.run, device)
     if args.defense == "random-resize-pad":
         classifier = RandomResizePad(classifier, low=args.defense_low, seed=args.seed)
-    settings = read_yaml(Path(args.run) / "config.yaml")["training"]
-    probe_info = read_yaml(Path(args.run) / "probe.yaml") if (Path(args.run) / "probe.yaml").exists() else {}
+    settings, probe_info = config["training"], probe_checked
     dataset = probe_info.get("dataset", settings["dataset"])
     X, y = data.load(dataset, "test", task=probe_info.get("task", settings.get("task")))
+    preflight.data_fit(X, config, dataset, flag="the probe's dataset")
     n = len(X) if args.n <= 0 else min(args.n, len(X))
     X, y = X[:n].to(device), y[:n].to(device)          # a slice makes real images of a lazy view
     result = {"attack": {"name": args.attack, "steps": args.steps, "restarts": args.restarts, "eot": args.eot,
@@ -76,5 +87,5 @@ def evaluate(args) -> int:
         acc = adversarial_accuracy(classifier, X, y, atk, batch_size=args.batch_size, progress=True)
         result["adversarial"][str(eps)] = acc
         print(f"{eps:6g}  {acc:8.4f}  {time.perf_counter() - t0:7.1f}")
-    (Path(args.run) / "evaluation.json").write_text(json.dumps(result, indent=2))
+    atomic_write(Path(args.run) / "evaluation.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return 0

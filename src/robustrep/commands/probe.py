@@ -1,10 +1,13 @@
 """`robustrep probe RUN`: fit the linear probe on a trained encoder's frozen posterior means."""
 from __future__ import annotations
 
-from .. import data
+from pathlib import Path
+
+from .. import data, preflight
+from ..errors import UserError
 from ..evaluation import clean_accuracy
 from ..evaluation.probe import ProbedEncoder, save_probe, train_probe
-from ..runs import check_run_dir, load_model, read_yaml
+from ..runs import load_model
 from ..utils import resolve_device, seed_everything
 
 
@@ -22,12 +25,20 @@ def register(sub) -> None:
 
 
 def probe(args) -> int:
+    # the run, the data set, the task and the output files checked before any work
+    config = preflight.run_config(args.run)
+    if not preflight.is_encoder(config):
+        raise UserError(f"{args.run} holds a {config['model']}, not an encoder: a linear probe needs an encoder run "
+                        "(attack or evaluate a classifier run directly)")
+    dataset = args.dataset or config["training"]["dataset"]
+    data.num_classes(dataset, args.task)                    # an unknown data set or task fails here
+    for name in ("probe.safetensors", "probe.yaml"):
+        preflight.writable(Path(args.run) / name)
     seed_everything(args.seed)
     device = resolve_device(args.device)
-    settings = read_yaml(check_run_dir(args.run) / "config.yaml")["training"]
-    dataset = args.dataset or settings["dataset"]
     model = load_model(args.run, device)
     X, y = data.load(dataset, "train", task=args.task, device=device)
+    preflight.data_fit(X, config, dataset)
     Xt, yt = data.load(dataset, "test", task=args.task, device=device)
     probe = train_probe(model, X, y, data.num_classes(dataset, args.task))
     classifier = ProbedEncoder(model, probe)

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from .. import experiments
+from .. import experiments, validate
 from ..options import add_common_options
 
 
@@ -40,6 +40,7 @@ def register(sub) -> None:
 
 def _runner(module):
     def run(args) -> int:
+        validate.output_dir(args.out, "--out")
         settings = module.settings_from(args)  # every value checked here, before any work
         module.run(settings, out=Path(args.out), device=args.device, progress=not args.no_progress)
         return 0

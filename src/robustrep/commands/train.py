@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import data, models
+from .. import data, models, validate
 from ..errors import UserError
 from ..runs import read_yaml
 from ..training import LR_SCHEDULES, fit, is_main_process, train_seconds
@@ -116,6 +116,13 @@ def train(args) -> int:
                     "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "subset": args.subset,
                     **{k: getattr(args, k) for k in LOOP_SETTINGS}}
         hparams = {k: getattr(args, k) for k in model_hparams(name)}
+    # the values the loop reads, checked before the data are loaded (fit checks them again for the API)
+    validate.output_dir(out, "--out")
+    validate.count(settings.get("subset", 0), "--subset")
+    validate.nonnegative(settings.get("epochs"), "--epochs", integer=True, high=10**6)
+    validate.positive(settings.get("batch_size"), "--batch-size", integer=True)
+    validate.positive(settings.get("lr"), "--lr", high=1e3)
+    validate.seed(settings.get("seed"), "--seed")
     X, y = data.load(settings["dataset"], "train", task=settings["task"])
     X, y = data.random_subset(X, y, settings["subset"], settings["seed"])
     if not args.resume:

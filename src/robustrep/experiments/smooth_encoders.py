@@ -66,6 +66,12 @@ def settings_from(args) -> dict:
              seed=args.seed, radii=parse_radii(args.radii, "--radii"), attacks=_parse_attacks(args.attack),
              certify_radii=parse_radii(args.certify_radii, "--certify-radii") if args.certify_radii.strip() else [])
     validate.nonnegative(s["ensemble_queries"], "--ensemble-queries", integer=True)
+    for key in ("epochs", "restarts", "batch_size"):
+        validate.positive(s[key], f"--{key.replace('_', '-')}", integer=True)
+    # the two models are built once here (milliseconds), so that every hyper-parameter (--gamma nan,
+    # --select-steps -1, ...) is refused before any training instead of after the VAE has been trained
+    for name, hparams in _model_hparams(s, (1, 28, 28)).items():
+        models.build(name, **hparams)
     if s["dataset"] != "color-mnist" and s["task"] != "digit":
         raise UserError(f"--task {s['task']} needs --dataset color-mnist")
     return s

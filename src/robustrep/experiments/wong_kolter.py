@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import data, models, report
+from .. import data, models, report, validate
 from ..attacks import FGSM, PGD
 from ..certify import certified_accuracy
 from ..errors import UserError
@@ -153,6 +153,12 @@ def settings_from(args) -> dict:
         widths = []
     if not widths or min(widths) < 1:
         raise UserError(f"--hidden takes comma-separated positive widths, got {s['hidden']!r}")
+    # upper limits too: a huge value is refused here, not after hours (robustrep.validate)
+    for w in widths:
+        validate.width(w, "--hidden (each width)")
+    for key, high in (("eps", 1e6), ("l1_gamma", 1e6), ("max_minutes", 1e7)):
+        validate.number(s[key], f"--{key.replace('_', '-')}", low=0, high=high)
+    validate.nonnegative(s["front_k"], "--front-k", integer=True, high=10**7)
     return s
 
 

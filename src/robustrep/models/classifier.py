@@ -71,7 +71,7 @@ class Classifier(nn.Module):
             validate.nonnegative(value, name, high=1e6)
         validate.nonnegative(warmup_epochs, "warmup_epochs", integer=True, high=10**6)
         validate.positive(num_classes, "num_classes", integer=True, high=10**6)
-        validate.nonnegative(front_k, "front_k", integer=True)
+        validate.nonnegative(front_k, "front_k", integer=True, high=10**7)
         if arch not in ARCHS:
             raise UserError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
         if robust not in ROBUST:
