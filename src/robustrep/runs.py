@@ -12,21 +12,24 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from . import manifest
 from .errors import UserError
-from .utils import atomic_write
 
 
 def write_yaml(path: Path, data: dict) -> None:
-    atomic_write(path, lambda f: f.write(yaml.safe_dump(data, sort_keys=False).encode()))
+    manifest.write(path, yaml.safe_dump(data, sort_keys=False).encode())
 
 
 def read_yaml(path) -> dict:
     path = Path(path)
+    manifest.verify(path)
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise UserError(f"{path} not found: is {path.parent} a robustrep run folder?") from None
+    except (OSError, UnicodeDecodeError) as err:  # a folder, no permission, not text
+        raise UserError(f"{path} cannot be read ({type(err).__name__})") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path} is not valid YAML ({err.__class__.__name__}); fix or delete it") from None
     if not isinstance(data, dict):
@@ -36,10 +39,11 @@ def read_yaml(path) -> dict:
 
 def save_weights(module: nn.Module, path: Path) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write(path, lambda f: f.write(save_safetensors(tensors)))
+    manifest.write(path, save_safetensors(tensors))
 
 
 def load_weights(module: nn.Module, path: Path) -> nn.Module:
+    manifest.verify(path)  # a flipped byte is an error naming the file, not a quietly different model
     try:
         module.load_state_dict(load_file(str(path)))
     except FileNotFoundError:
@@ -86,4 +90,5 @@ def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
+    manifest.verify(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -26,6 +26,7 @@ epoch means are all-reduced, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -38,9 +39,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import manifest
 from .errors import UserError
 from .runs import save_weights, write_yaml
-from .utils import atomic_write, resolve_device
+from .utils import resolve_device
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -160,9 +162,12 @@ class _State:
             "best": self.best,
             "history": json.dumps(self.history),
         }
-        atomic_write(path, lambda f: torch.save(state, f))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        manifest.write(path, buffer.getvalue())  # recorded with its SHA-256, checked on load
 
     def load(self, path: Path, device) -> None:
+        manifest.verify(path)  # a flipped byte is an error naming the file
         try:
             state = torch.load(path, map_location=device, weights_only=True)
             self.model.load_state_dict(state["model"])
@@ -225,10 +230,10 @@ def fit(
     """
     from . import validate
 
-    validate.nonnegative(epochs, "epochs", integer=True)
+    validate.nonnegative(epochs, "epochs", integer=True, high=10**6)
     validate.positive(batch_size, "batch_size", integer=True)
-    validate.positive(lr, "lr")
-    validate.nonnegative(warmup_steps, "warmup_steps", integer=True)
+    validate.positive(lr, "lr", high=1e3)
+    validate.nonnegative(warmup_steps, "warmup_steps", integer=True, high=10**9)
     validate.seed(seed, "seed")
     if grad_clip is not None:
         validate.positive(grad_clip, "grad_clip")
@@ -242,7 +247,9 @@ def fit(
     model.to(device).train()
     X = X.to(device)
     y = y.to(device) if y is not None else None
-    run_dir = Path(run_dir) if run_dir is not None else None
+    run_dir = validate.output_dir(run_dir, "run_dir") if run_dir is not None else None
+    if run_dir is not None and rank == 0:
+        manifest.clean_orphans(run_dir)  # temp files of writes a kill interrupted
     ckpt = _start_run_dir(run_dir, resume) if run_dir is not None else None
     if ckpt is None and hasattr(model, "on_fit_start"):
         model.on_fit_start(X)  # closed forms (PCA), data-dependent initialisation
@@ -369,7 +376,7 @@ def _epoch_means(sums: dict, counts: dict, world: int, device) -> dict[str, floa
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl from the checkpoint's history, atomically (a kill never leaves a half line)."""
     text = "".join(json.dumps(r) + "\n" for r in history)
-    atomic_write(run_dir / "metrics.jsonl", lambda f: f.write(text.encode()))
+    manifest.write(run_dir / "metrics.jsonl", text.encode())
 
 
 def train_seconds(history: list[dict]) -> float:
