@@ -307,6 +307,31 @@ CASES = {
     # global
     "seed beyond 64 bits": (lambda r, t, m: (["evaluate", r["clf"], "--seed", str(2**70)], [r["clf"]]), "seed"),
     "unknown command": (lambda r, t, m: (["nope"], [t]), "invalid choice"),
+    "reproduce, a truncated results.partial.json": (
+        lambda r, t, m: (
+            (t / "o").mkdir(),
+            (t / "o" / "results.partial.json").write_text('{"settings": {"ep'),
+            ["reproduce", "smooth-encoders", "--quick", "--dataset", "digits", "--out", t / "o"],
+            [t],
+        )[2:],
+        "results.partial.json is damaged",
+    ),
+    "train --resume with a plain-pickle last.pt (no manifest)": (
+        lambda r, t, m: _pickle_checkpoint(r, t),
+        "last.pt is corrupt",
+    ),
+    "train --out an existing file": (
+        lambda r, t, m: (["train", "vae", "--dataset", "digits", "--out", _file(t)], [t]),
+        "existing file",
+    ),
+    "train --config with epochs: ten": (
+        lambda r, t, m: (
+            (t / "c.yaml").write_text("epochs: ten\n"),
+            ["train", "vae", "--dataset", "digits", "--config", t / "c.yaml", "--out", t / "r"],
+            [t],
+        )[1:],
+        "--epochs",
+    ),
     "a hand-edited config.yaml (manifest)": (
         lambda r, t, m: (
             _edit_yaml(_copy_run(r, t) / "config.yaml", lambda c: _set(c, "hparams", "hidden", value=9)),
@@ -386,6 +411,18 @@ def _idx_folder(tmp_path, kind):
         else:
             (folder / f"{stem}.gz").write_bytes(b"this is not gzip")
     return folder
+
+
+def _pickle_checkpoint(runs, tmp_path):
+    import argparse as _argparse
+    import pickle
+
+    run = _copy_run(runs, tmp_path)
+    (run / "manifest.json").unlink()
+    (run / "checkpoint" / "last.pt").write_bytes(pickle.dumps({"model": _argparse.Namespace(evil=1)}))
+    return ["train", "vae", "--dataset", "digits", "--out", run, "--resume", "--epochs", "2", "--no-progress"], [
+        tmp_path
+    ]
 
 
 def _bad_config(runs, tmp_path, edit, argv, text=None):
@@ -729,3 +766,31 @@ def test_api_raises_one_line_user_error(name):
         API_CASES[name]()
     message = str(err.value)
     assert message and "\n" not in message, message
+
+
+# ---- Ctrl-C while the command is still starting --------------------------------------------------------
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("robustrep", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("the robustrep console script is not installed")
+    # the imports take seconds; SIGINT lands in them (or, at worst, in the command, also one line)
+    proc = subprocess.Popen(
+        [exe, "train", "vae", "--dataset", "digits", "--out", str(tmp_path / "r"), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err, err[-2000:]

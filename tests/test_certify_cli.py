@@ -1,5 +1,5 @@
 """End to end on sklearn's digits (no download): train a provably robust classifier from the command
-line, certify it, and run the Table-1 reproduction with a tiny budget; certified <= PGD <= clean."""
+line, certify it, and run the Table-1 reproduction with a tiny budget; certified <= PGD <= FGSM."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def test_train_certify_table_is_ordered(robust_run, capsys):
     result = json.loads((robust_run / "certify.json").read_text())
     assert result["n"] == 150
     for _eps, row in result["eps"].items():
-        assert max(row["certified"].values()) <= row["pgd"] <= result["clean"]
+        # certified <= PGD is soundness (could fail); PGD <= clean held by construction, so instead: PGD,
+        # whose first step is FGSM's, is never clearly weaker than FGSM on the same points
+        assert max(row["certified"].values()) <= row["pgd"] <= row["fgsm"] + 0.02
     assert result["eps"]["0.05"]["certified"]["dual"] <= result["eps"]["0.02"]["certified"]["dual"]
     assert result["eps"]["0.02"]["certified"]["dual"] > 0.2  # robust training did certify something
     assert "cert-dual" in capsys.readouterr().out

@@ -50,6 +50,11 @@ def apply_threads(threads: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt -> one line below
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

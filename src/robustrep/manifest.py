@@ -114,9 +114,32 @@ def verify_all(run_dir) -> list[str]:
     return checked
 
 
-def clean_orphans(run_dir) -> list[Path]:
-    """Remove the temp files that killed atomic writes left behind in the run folder (and checkpoint/)."""
+def settle(run_dir) -> None:
+    """Finish the manifest updates a kill interrupted: a pending digest that the file now has becomes its
+    recorded digest; one the file does not have (the kill came before the file was replaced) is dropped.
+    A file matching neither is left for verify() to report."""
     root = Path(run_dir)
+    if not (root / NAME).exists():
+        return
+    table = _read(root)
+    if not table["pending"]:
+        return
+    for key, digest in list(table["pending"].items()):
+        path = root / key
+        actual = sha256(path.read_bytes()) if path.is_file() else None
+        if actual == digest:
+            table["files"][key] = digest
+            del table["pending"][key]
+        elif actual == table["files"].get(key) or (actual is None and key not in table["files"]):
+            del table["pending"][key]
+    _write_manifest(root, table)
+
+
+def clean_orphans(run_dir) -> list[Path]:
+    """Remove the temp files that killed atomic writes left behind in the run folder (and checkpoint/), and
+    settle the manifest updates the kill interrupted."""
+    root = Path(run_dir)
+    settle(root)
     removed = []
     for folder in (root, root / "checkpoint"):
         if not folder.is_dir():

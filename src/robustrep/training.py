@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,7 +170,9 @@ class _State:
     def load(self, path: Path, device) -> None:
         manifest.verify(path)  # a flipped byte is an error naming the file
         try:
-            state = torch.load(path, map_location=device, weights_only=True)
+            with warnings.catch_warnings():  # torch's warning about a pickle would be a second line
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location=device, weights_only=True)
             self.model.load_state_dict(state["model"])
             if set(state["optimizers"]) != set(self.optimizers):
                 raise KeyError("optimisers")

@@ -113,7 +113,10 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     partial_path = out / "results.partial.json"
-    state = json.loads(partial_path.read_text()) if partial_path.exists() else {}
+    try:
+        state = json.loads(partial_path.read_text()) if partial_path.exists() else {}
+    except (ValueError, OSError):  # a half-written or damaged file (it is written atomically since)
+        raise UserError(f"{partial_path} is damaged: delete it (the trained models in {out} are kept)") from None
     if state.get("settings", s) != s:
         raise UserError(f"{out} holds a run with other settings: choose a new --out or delete {partial_path}")
     state["settings"] = s
