@@ -154,6 +154,7 @@ def kill_points(fast: bool):
         (11, "after"),
         (16, "before"),
         (27, "after"),
+        (29, "after"),  # last.pt replaced, not yet recorded, in the final epoch: no later epoch rewrites it
         (30, "after"),
         (33, "before"),
         (36, "after"),
