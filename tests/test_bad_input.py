@@ -457,22 +457,47 @@ def test_named_case(name, runs, tmp_path, monkeypatch, capsys):
     assert_refused(argv, capsys, watch, needle)
 
 
-def test_full_disk_is_one_line_and_leaves_the_old_file(runs, tmp_path, monkeypatch, capsys):
+FULL_DISK = {
+    "evaluate": (
+        ["evaluate", "{clf}", "--n", "5", "--eps", "0.1", "--steps", "1", "--restarts", "1"],
+        "{clf}/evaluation.json",
+    ),
+    "certify": (
+        ["certify", "{clf}", "--n", "5", "--eps", "0.05", "--steps", "1", "--method", "ibp"],
+        "{clf}/certify.json",
+    ),
+    "attack": (["attack", "{clf}", "--attack", "fgsm", "--n", "5", "--out", "{tmp}/o"], "{tmp}/o/attack.json"),
+    "probe": (["probe", "{vae}"], "{vae}/probe.yaml"),
+    "train": (
+        ["train", "vae", "--dataset", "digits", "--epochs", "1", "--subset", "50", "--out", "{tmp}/r", "--no-progress"],
+        "{tmp}/r/config.yaml",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(FULL_DISK))
+def test_full_disk_is_one_line_and_leaves_the_old_file(command, runs, tmp_path, monkeypatch, capsys):
     import errno
 
-    run = _copy_run(runs, tmp_path, "clf")
-    (run / "evaluation.json").write_text("{}")
+    fill = {
+        "clf": str(_copy_run(runs, tmp_path, "clf")),
+        "vae": str(_copy_run(runs, tmp_path, "vae")),
+        "tmp": str(tmp_path),
+    }
+    argv, target = FULL_DISK[command]
+    target = Path(target.format(**fill))
+    old = target.read_bytes() if target.exists() else None
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    code, lines = run_cli(["evaluate", run, "--n", "5", "--eps", "0.1", "--steps", "1", "--restarts", "1"], capsys)
-    # the work ran (its progress bar is on stderr); then one line says why nothing was saved
+    code, lines = run_cli([a.format(**fill) for a in argv], capsys)
+    # the work may have run (a progress bar on stderr); then one line says why nothing was saved
     errors = [line for line in lines if line.startswith("robustrep")]
     assert code == 2 and errors == lines[-1:] and "No space left" in lines[-1], lines
-    assert (run / "evaluation.json").read_text() == "{}"
-    assert not list(run.glob(".*.tmp"))
+    assert (target.read_bytes() if target.exists() else None) == old
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 # ---- every flag of every command -------------------------------------------------------------------------

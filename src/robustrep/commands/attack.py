@@ -155,10 +155,14 @@ def attack(args) -> int:
     from ..attacks.plots import plot_examples, plot_universal
     title = f"{args.attack} on {run.name}: accuracy {result['clean_accuracy']:.3f} -> {result['adversarial_accuracy']:.3f}"
     show = correct.nonzero().squeeze(1)[:8] if correct.any() else torch.arange(min(8, n))
-    plot_examples(X[show], X_adv[show], y[show], pred[show], pred_adv[show], out / "attack.png", title=title)
-    if args.attack == "universal":
-        plot_universal(atk.perturbation, X[:6], pred[:6], pred_adv[:6], out / "universal.png",
-                       title=f"fooling rate {result['fooling_rate']:.3f}")
+    try:  # the numbers are saved already; a figure the disk refuses is one line, not a traceback
+        plot_examples(X[show], X_adv[show], y[show], pred[show], pred_adv[show], out / "attack.png", title=title)
+        if args.attack == "universal":
+            plot_universal(atk.perturbation, X[:6], pred[:6], pred_adv[:6], out / "universal.png",
+                           title=f"fooling rate {result['fooling_rate']:.3f}")
+    except OSError as err:
+        raise UserError(f"cannot write the figure in {out}: {err.strerror or err} (the numbers are in "
+                        f"{out / 'attack.json'})") from None
 
     rows = [("attack", args.attack), ("points", str(n)), ("clean accuracy", f"{result['clean_accuracy']:.4f}"),
             ("adversarial accuracy", f"{result['adversarial_accuracy']:.4f}"),
