@@ -167,11 +167,11 @@ def main() -> None:
         }
         print(name, rows[name], flush=True)
 
-    import pythae
+    from importlib.metadata import version
 
     results = {
         "benchmark": "autoencoders vs pythae twins",
-        "pythae_version": pythae.__version__,
+        "pythae_version": version("pythae"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": args.threads,
