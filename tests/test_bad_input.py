@@ -573,6 +573,7 @@ BASE = {
     ),
     ("probe",): (["probe", "{vae}"], "{vae}/probe.yaml"),
     ("data", "fetch"): (["data", "fetch", "digits"], None),
+    ("sample",): (["sample", "{vae}", "--n", "4", "--out", "{tmp}/s.png"], "{tmp}/s.png"),
 }
 
 
