@@ -154,6 +154,12 @@ class KSparseAE(_OneLayer):
     def decode(self, h):
         return (h @ self.weight.T + self.visible_bias).view(len(h), *self.input_shape)
 
+    def reconstruct(self, x):
+        """W h + b' with h the k largest units, as in training (the alpha * k features are for classifiers:
+        the decoder never saw that many units at once)."""
+        check_images(x, "x", shape=self.input_shape)
+        return self.decode(keep_top_k(self.linear_code(x), self.k))
+
     def loss(self, x, y=None):
         self.check_input(x)
         h = keep_top_k(self.linear_code(x), self.k_now if self.training else self.k)
