@@ -557,7 +557,32 @@ ALLOWED = {
     ("--epochs", "zero"),
     ("--collapse-nats", "zero"),
     ("--collapse-warmup", "zero"),
+    # class 0, a weight or penalty switched off, DDIM's deterministic eta, a fraction 0 (the clean baseline),
+    # a stage of 0 epochs (skipped) in the other reproductions
+    ("--source", "zero"),
+    ("--target", "zero"),
+    ("--patch-target", "zero"),
+    ("--weight", "zero"),
+    ("--penalty", "zero"),
+    ("--drift", "zero"),
+    ("--eta", "zero"),
+    ("--lam", "zero"),
+    ("--fractions", "zero"),
+    ("--betas", "zero"),
+    ("--budgets", "zero"),
+    ("--samples-compare", "zero"),
+    ("--rp2-l1-steps", "zero"),
+    ("--probe-train", "zero"),
+    ("--ae-epochs", "zero"),
+    ("--linear-epochs", "zero"),
+    ("--ksparse-epochs", "zero"),
+    ("--dae-epochs", "zero"),
+    ("--vae-epochs", "zero"),
+    ("--alpha", "zero"),
 }
+
+# accepted today, refused they should be: left to the owners of these models (issue 8's closing note)
+KNOWN_GAPS = {("train", "info-vae", "--alpha", "negative"), ("train", "ncsn", "--sigma-max", "huge")}
 
 # The smallest valid command line for each leaf command (placeholders filled per test), so that an
 # accepted value costs a fraction of a second, and the file whose result is checked.
@@ -619,9 +644,10 @@ def walk_cases():
                 and (path[1] not in DEFAULT_TRAIN_MODELS or (path[1] != "vae" and flag in SHARED_TRAIN_FLAGS))
             ) or (path[0] == "reproduce" and path[1] not in DEFAULT_REPRODUCTIONS)
             for kind in BAD:
-                yield pytest.param(
-                    path, flag, kind, id=f"{' '.join(path)} {flag} {kind}", marks=[pytest.mark.slow] if slow else []
-                )
+                marks = [pytest.mark.slow] if slow else []
+                if (*path, flag, kind) in KNOWN_GAPS:
+                    marks.append(pytest.mark.xfail(reason="accepted, should be refused: for the model's owner"))
+                yield pytest.param(path, flag, kind, id=f"{' '.join(path)} {flag} {kind}", marks=marks)
 
 
 def _base_for(path):
