@@ -28,7 +28,8 @@ def test_two_processes_write_one_run_resume_and_match_one_process(tmp_path, digi
     resumed = torchrun(*ARGS, "--out", "ddp", "--epochs", "3", "--batch-size", "32", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run = tmp_path / "ddp"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.yaml", "metrics.jsonl", "model.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.yaml", "manifest.json", "metrics.jsonl",
+                                                      "model.safetensors"]
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["best.pt", "last.pt"]  # no .tmp left
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3]  # written once, by rank 0 only
