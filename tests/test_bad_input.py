@@ -582,7 +582,7 @@ ALLOWED = {
 }
 
 # accepted today, refused they should be: left to the owners of these models (issue 8's closing note)
-KNOWN_GAPS = {("train", "info-vae", "--alpha", "negative"), ("train", "ncsn", "--sigma-max", "huge")}
+KNOWN_GAPS = {("train", "info-vae", "--alpha", "negative")}
 
 # The smallest valid command line for each leaf command (placeholders filled per test), so that an
 # accepted value costs a fraction of a second, and the file whose result is checked.

@@ -64,6 +64,7 @@ def test_sampling_goes_through_the_langevin_sampler(monkeypatch):
         dict(steps_per_level=0),
         dict(input_shape=(1, 6, 6)),
         dict(sigma_max=float("inf")),
+        dict(sigma_max=1e20),
     ],
 )
 def test_bad_settings_are_refused_at_construction(bad):

@@ -54,6 +54,8 @@ class NCSN(nn.Module):
         super().__init__()
         self.input_shape = validate.image_shape(input_shape, "input_shape")
         width = validate.width(width, "width")
+        # images live in [0, 1]: a noise level above 1000 drowns them and makes the Langevin steps overflow
+        validate.positive(sigma_max, "sigma_max", high=1000)
         self.register_buffer("sigmas", geometric_sigmas(sigma_max, sigma_min, levels))
         self.steps_per_level = validate.positive(steps_per_level, "steps_per_level", integer=True, high=100_000)
         self.step_lr = validate.positive(step_lr, "step_lr", high=1.0)
