@@ -95,6 +95,8 @@ def test_reproduce_writes_the_results_schema_and_figures(tmp_path):
         # not "<= nominal" (true by construction): larger radii break more, and 0.3 breaks something
         assert acc == sorted(acc, reverse=True) and acc[-1] < r["nominal"]
     assert results["seconds"] > 0
+    prov = results["provenance"]  # how it was made: the command, the code version, the time
+    assert prov["command"].startswith("robustrep reproduce smooth-encoders") and prov["code_version"] and prov["time"]
     assert (out / "robustness.png").stat().st_size > 1000 and (out / "examples.png").stat().st_size > 1000
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "SE" in page

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import shlex
 import sys
 
 from .errors import UserError
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt -> one line below
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["robustrep", *(sys.argv[1:] if argv is None else argv)])  # for provenance
     if not getattr(args, "func", None):
         parser.print_help()
         return 2 if args.command is None else 0

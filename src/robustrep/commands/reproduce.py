@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from pathlib import Path
 
-from .. import experiments, validate
+from .. import experiments, report, validate
 from ..options import add_common_options
+from ..utils import atomic_write
 
 
 def experiment_modules() -> dict:
@@ -40,9 +42,21 @@ def register(sub) -> None:
 
 def _runner(module):
     def run(args) -> int:
-        validate.output_dir(args.out, "--out")
+        out = validate.output_dir(args.out, "--out")
         settings = module.settings_from(args)  # every value checked here, before any work
-        module.run(settings, out=Path(args.out), device=args.device, progress=not args.no_progress)
+        module.run(settings, out=out, device=args.device, progress=not args.no_progress)
+        stamp_provenance(out / "results.json", getattr(args, "command_line", None))
         return 0
 
     return run
+
+
+def stamp_provenance(path: Path, command: str | None = None) -> None:
+    """Every results.json states how it was made: the command line, the code version and the time (the
+    settings and the wall time, resumed parts included, are the experiment's own keys)."""
+    if not path.exists():
+        return
+    results = json.loads(path.read_text())
+    if isinstance(results, dict) and "provenance" not in results:
+        results["provenance"] = report.provenance(command)
+        atomic_write(path, lambda f: f.write(json.dumps(results, indent=2).encode()))
