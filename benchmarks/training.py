@@ -10,6 +10,7 @@ something on a quiet machine or a GPU):
 
     python benchmarks/training.py [--quick] [--device auto] [--out benchmarks/results/training.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ def bare_epoch(model, X, batch_size, opt):
     """The loop a user would write by hand: no progress bar, no logging, no checkpoints."""
     order = torch.randperm(len(X), device=X.device)
     for i in range(0, len(X), batch_size):
-        x = X[order[i:i + batch_size]]
+        x = X[order[i : i + batch_size]]
         mu, var = model.encode(x)
         z = mu + var.sqrt() * torch.randn_like(mu)
         loss = (gaussian_nll(x, model.decode(z), model.obs_var) + kl_standard_normal(mu, var)).mean()
@@ -44,8 +45,9 @@ def git_version() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -77,36 +79,53 @@ def main():
     bs = 128
     make = dict(input_shape=(1, 28, 28), latent_dim=32, obs_var=0.1)
     times = {"fit_vae": [], "bare_vae": [], "fit_vae_ema": [], "fit_se": []}
-    for r in range(repeats):                 # interleaved, so drifts in machine load hit all three alike
+    for r in range(repeats):  # interleaved, so drifts in machine load hit all three alike
         torch.manual_seed(r)
         vae = rr.models.VAE(**make).to(device)
         opt = torch.optim.Adam(vae.parameters(), 1e-3)
         times["bare_vae"].append(timed(lambda: bare_epoch(vae, X, bs, opt), device))
         torch.manual_seed(r)
         vae = rr.models.VAE(**make)
-        times["fit_vae"].append(timed(lambda: fit(vae, X, epochs=1, batch_size=bs, device=device, progress=True), device))
+        times["fit_vae"].append(
+            timed(lambda: fit(vae, X, epochs=1, batch_size=bs, device=device, progress=True), device)
+        )
         torch.manual_seed(r)
         vae = rr.models.VAE(**make)
-        times["fit_vae_ema"].append(timed(lambda: fit(vae, X, epochs=1, batch_size=bs, device=device, progress=True,
-                                                      ema_decay=0.999), device))
+        times["fit_vae_ema"].append(
+            timed(lambda: fit(vae, X, epochs=1, batch_size=bs, device=device, progress=True, ema_decay=0.999), device)
+        )
         torch.manual_seed(r)
         se = rr.models.SmoothEncoder(**make, gamma=10.0, select_eps=0.2, select_steps=args.select_steps)
         times["fit_se"].append(timed(lambda: fit(se, X, epochs=1, batch_size=bs, device=device, progress=True), device))
     med = {k: statistics.median(v) for k, v in times.items()}
     L = args.select_steps
     result = {
-        "device": str(device), "torch": torch.__version__, "machine": platform.machine(), "images": len(X),
-        "batch_size": bs, "repeats": repeats, "seconds_median": med, "seconds_all": times,
-        "fit_over_bare_vae": med["fit_vae"] / med["bare_vae"], "fit_over_bare_target": 1.10,
-        "ema_over_fit_vae": med["fit_vae_ema"] / med["fit_vae"], "ema_over_fit_target": 1.15,
-        "se_over_vae": med["fit_se"] / med["fit_vae"], "select_steps": L, "se_over_vae_target": L / 2 + 2,
+        "device": str(device),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "images": len(X),
+        "batch_size": bs,
+        "repeats": repeats,
+        "seconds_median": med,
+        "seconds_all": times,
+        "fit_over_bare_vae": med["fit_vae"] / med["bare_vae"],
+        "fit_over_bare_target": 1.10,
+        "ema_over_fit_vae": med["fit_vae_ema"] / med["fit_vae"],
+        "ema_over_fit_target": 1.15,
+        "se_over_vae": med["fit_se"] / med["fit_vae"],
+        "select_steps": L,
+        "se_over_vae_target": L / 2 + 2,
     }
     result["command"] = "python benchmarks/training.py" + (" --quick" if args.quick else "")
     result["git"] = git_version()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()
-                      if k not in ("seconds_all",)}, indent=2))
+    print(
+        json.dumps(
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k not in ("seconds_all",)},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

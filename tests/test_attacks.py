@@ -5,13 +5,27 @@ size min_k (f_y - f_k) / ||w_y - w_k||_q, q the dual norm (q = 1 for l_inf, 2 fo
 sign(w_k - w_y) (l_inf) or (w_k - w_y) (l_2). Points live in [0.3, 0.7] and budgets stay <= 0.3 so
 the [0, 1] box never binds and these closed forms are exact.
 """
+
 import pytest
 import torch
 from torch import nn
 
 import robustrep as rr
-from robustrep.attacks import (APGD, BIM, CW, FGSM, PGD, DeepFool, Ensemble, IterativeLeastLikely, LatentAttack,
-                               OnePixel, Spatial, Square, UniversalPerturbation)
+from robustrep.attacks import (
+    APGD,
+    BIM,
+    CW,
+    FGSM,
+    PGD,
+    DeepFool,
+    Ensemble,
+    IterativeLeastLikely,
+    LatentAttack,
+    OnePixel,
+    Spatial,
+    Square,
+    UniversalPerturbation,
+)
 from robustrep.attacks.spatial import transform
 from robustrep.errors import UserError
 
@@ -29,7 +43,7 @@ def points(model, n=200, side=8, seed=1):
     g = torch.Generator().manual_seed(seed)
     x = 0.3 + 0.4 * torch.rand(n, 1, side, side, generator=g)
     with torch.no_grad():
-        y = model(x).argmax(1)        # labels = predictions: every point starts correctly classified
+        y = model(x).argmax(1)  # labels = predictions: every point starts correctly classified
     return x, y
 
 
@@ -38,7 +52,7 @@ def boundary_distance(model, x, y, q):
     w, b = model[1].weight, model[1].bias
     with torch.no_grad():
         f = x.flatten(1) @ w.T + b
-        gap = f.gather(1, y[:, None]) - f                   # f_y - f_k >= 0
+        gap = f.gather(1, y[:, None]) - f  # f_y - f_k >= 0
         wd = (w[y][:, None, :] - w[None]).norm(p=q, dim=2)  # ||w_y - w_k||_q
         d = gap / wd.clamp_min(1e-12)
         d[torch.arange(len(y)), y] = float("inf")
@@ -51,6 +65,7 @@ def broken(model, x_adv, y):
 
 
 # ---- FGSM / BIM / least likely -------------------------------------------------------------------
+
 
 def test_fgsm_is_the_optimal_linf_step_on_a_binary_linear_model():
     model = linear_model(2)
@@ -95,27 +110,29 @@ def test_least_likely_moves_towards_the_least_likely_class():
         after = model(x_adv).gather(1, ll[:, None]) - model(x_adv).amax(1, keepdim=True)
         reached = model(x_adv).argmax(1) == ll
     assert (after >= before - 1e-5).all() and (after > before).float().mean() > 0.9
-    assert reached.float().mean() > 0.5          # a large budget takes most points to y_LL
+    assert reached.float().mean() > 0.5  # a large budget takes most points to y_LL
     assert (x_adv - x).abs().max() <= 0.3 + 1e-6
 
 
 # ---- PGD -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("norm,q,eps", [("linf", 1, 0.03), ("l2", 2, 0.25)])
 def test_pgd_finds_every_breakable_point_and_no_other_on_a_linear_model(norm, q, eps):
     model = linear_model(10, scale=0.3)
     x, y = points(model)
     d = boundary_distance(model, x, y, q)
-    assert 0.2 < (d < eps).float().mean() < 0.8         # the budget splits the data
+    assert 0.2 < (d < eps).float().mean() < 0.8  # the budget splits the data
     x_adv = PGD(model, eps=eps, steps=50, restarts=3, norm=norm, loss="margin")(x, y)
     size = (x_adv - x).flatten(1).norm(p=float("inf") if norm == "linf" else 2, dim=1)
     assert (size <= eps + 1e-5).all()
     hit = broken(model, x_adv, y)
-    assert not hit[d > eps * 1.0001].any()             # soundness: nothing beyond the exact radius
-    assert hit[d < eps * 0.98].all()                    # and everything inside it
+    assert not hit[d > eps * 1.0001].any()  # soundness: nothing beyond the exact radius
+    assert hit[d < eps * 0.98].all()  # and everything inside it
 
 
 # ---- DeepFool ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("norm,q", [("l2", 2), ("linf", 1)])
 def test_deepfool_finds_the_exact_minimal_perturbation_of_an_affine_classifier(norm, q):
@@ -127,7 +144,7 @@ def test_deepfool_finds_the_exact_minimal_perturbation_of_an_affine_classifier(n
     assert atk.success.all()
     # one linearisation step is exact; the answer is the overshot step (+1e-4 to land past the boundary)
     assert torch.allclose(atk.norms, 1.02 * (d + 1e-4), rtol=1e-4, atol=1e-6)
-    rho = (x_adv - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)     # always l_2 over l_2
+    rho = (x_adv - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)  # always l_2 over l_2
     assert abs(atk.rho_adv - float(rho.mean())) < 1e-6
 
 
@@ -138,17 +155,18 @@ def test_deepfool_iterates_on_a_nonlinear_model_and_leaves_wrong_points_alone():
     with torch.no_grad():
         pred = model(x).argmax(1)
     y = pred.clone()
-    y[:4] = (pred[:4] + 1) % 5                          # four points already misclassified
+    y[:4] = (pred[:4] + 1) % 5  # four points already misclassified
     atk = DeepFool(model, steps=50)
     x_adv = atk(x, y)
     assert torch.equal(x_adv[:4], x[:4]) and (atk.norms[:4] == 0).all()
-    assert atk.success[4:].all() and not atk.success[:4].any()     # success = flipped by the attack
+    assert atk.success[4:].all() and not atk.success[:4].any()  # success = flipped by the attack
     # minimality: shrinking the perturbation to 90% undoes (almost) every flip
     back = broken(model, x[4:] + 0.9 * (x_adv[4:] - x[4:]), y[4:])
     assert back.float().mean() < 0.2
 
 
 # ---- CW ------------------------------------------------------------------------------------------
+
 
 def test_cw_reaches_the_minimal_l2_perturbation_of_a_binary_linear_model():
     model = linear_model(2)
@@ -159,8 +177,8 @@ def test_cw_reaches_the_minimal_l2_perturbation_of_a_binary_linear_model():
     hit = broken(model, x_adv, y)
     assert hit.all()
     l2 = (x_adv - x).flatten(1).norm(dim=1)
-    assert (l2 >= d * (1 - 1e-3)).all()                 # nobody beats the optimum
-    assert (l2 <= d * 1.05 + 1e-3).all()                # and CW comes close to it
+    assert (l2 >= d * (1 - 1e-3)).all()  # nobody beats the optimum
+    assert (l2 <= d * 1.05 + 1e-3).all()  # and CW comes close to it
 
 
 def test_cw_targeted_reaches_the_target():
@@ -174,10 +192,11 @@ def test_cw_targeted_reaches_the_target():
 
 # ---- universal -----------------------------------------------------------------------------------
 
+
 def test_universal_perturbation_on_a_binary_linear_model_is_the_shared_vertex():
     model = linear_model(2)
     x, y = points(model, n=400)
-    x, y = x[y == 0], y[y == 0]                         # one class: sign(w_1 - w_0) fools them all at once
+    x, y = x[y == 0], y[y == 0]  # one class: sign(w_1 - w_0) fools them all at once
     eps = 0.05
     uap = UniversalPerturbation(model, eps=eps, norm="linf", target_fooling=1.0, max_epochs=3).fit(x)
     v = uap.perturbation
@@ -198,6 +217,7 @@ def test_universal_perturbation_of_one_point_is_its_deepfool_perturbation():
 
 
 # ---- one pixel -----------------------------------------------------------------------------------
+
 
 def test_one_pixel_matches_exhaustive_search_on_a_linear_model():
     model = linear_model(10, scale=1.0)
@@ -221,8 +241,9 @@ def test_one_pixel_matches_exhaustive_search_on_a_linear_model():
 
 class Bump(nn.Module):
     """Class 1 only when pixel (5, 2) is near 0.9: one narrow target among 64 pixels x values."""
+
     def forward(self, x):
-        g = torch.exp(-(x[:, 0, 5, 2] - 0.9) ** 2 / (2 * 0.1 ** 2))
+        g = torch.exp(-((x[:, 0, 5, 2] - 0.9) ** 2) / (2 * 0.1**2))
         return torch.stack([torch.full_like(g, 0.95), g], 1) * 20
 
 
@@ -267,22 +288,24 @@ class _Apply(nn.Module):
 
 # ---- spatial -------------------------------------------------------------------------------------
 
+
 def test_spatial_transform_integer_shift_is_a_zero_filled_roll():
     x = torch.rand(3, 2, 10, 10)
     out = transform(x, torch.zeros(3), torch.full((3,), 0.2), torch.full((3,), -0.1))
     expected = torch.zeros_like(x)
-    expected[:, :, :-1, 2:] = x[:, :, 1:, :-2]          # right by 2 columns, up by 1 row
+    expected[:, :, :-1, 2:] = x[:, :, 1:, :-2]  # right by 2 columns, up by 1 row
     assert torch.allclose(out, expected, atol=1e-5)
     assert torch.allclose(transform(x, torch.zeros(3), torch.zeros(3), torch.zeros(3)), x, atol=1e-6)
     quarter = transform(x, torch.full((3,), 90.0), torch.zeros(3), torch.zeros(3))
-    assert torch.allclose(quarter, torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5) or \
-        torch.allclose(quarter, torch.rot90(x, k=-1, dims=(2, 3)), atol=1e-5)
+    assert torch.allclose(quarter, torch.rot90(x, k=1, dims=(2, 3)), atol=1e-5) or torch.allclose(
+        quarter, torch.rot90(x, k=-1, dims=(2, 3)), atol=1e-5
+    )
 
 
 def test_spatial_returns_the_worst_grid_point_per_example():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(100, 3))
-    with torch.no_grad():     # a margin for class 0 that some transforms overcome and others do not
+    with torch.no_grad():  # a margin for class 0 that some transforms overcome and others do not
         model[1].bias.copy_(torch.tensor([0.3, 0.0, 0.0]) - 0.5 * model[1].weight.sum(1))
     x = torch.rand(12, 1, 10, 10)
     with torch.no_grad():
@@ -292,19 +315,21 @@ def test_spatial_returns_the_worst_grid_point_per_example():
     assert (params[:, 0].abs() <= 30 + 1e-5).all() and (params[:, 1:].abs() <= 0.1 + 1e-6).all()
     assert torch.allclose(x_adv, transform(x, *params.T).clamp(0, 1), atol=1e-5)
     with torch.no_grad():
-        worst = torch.stack([rr.attacks.classification_loss(model(transform(x, *g.expand(12, 3).T)), y)
-                             for g in atk.grid()]).amax(0)
+        worst = torch.stack(
+            [rr.attacks.classification_loss(model(transform(x, *g.expand(12, 3).T)), y) for g in atk.grid()]
+        ).amax(0)
         found = rr.attacks.classification_loss(model(x_adv), y)
         fooled = torch.stack([model(transform(x, *g.expand(12, 3).T)).argmax(1) != y for g in atk.grid()]).any(0)
     hit = broken(model, x_adv, y)
     assert 0 < hit.sum() < len(hit)
-    assert torch.equal(hit, fooled)                                     # fooled whenever some transform fools
-    assert torch.allclose(found[~hit], worst[~hit], atol=1e-5)          # else the largest loss
+    assert torch.equal(hit, fooled)  # fooled whenever some transform fools
+    assert torch.allclose(found[~hit], worst[~hit], atol=1e-5)  # else the largest loss
     first = Spatial(model, max_angle=30, max_shift=0.1, angles=7, shifts=3, early_stop=True)(x, y)
     assert torch.equal(broken(model, first, y), fooled)
 
 
 # ---- Square --------------------------------------------------------------------------------------
+
 
 def test_square_breaks_the_breakable_points_of_a_linear_model_within_budget():
     model = linear_model(10, scale=0.3)
@@ -320,6 +345,7 @@ def test_square_breaks_the_breakable_points_of_a_linear_model_within_budget():
 
 
 # ---- latent --------------------------------------------------------------------------------------
+
 
 class LinearEncoder(nn.Module):
     def __init__(self, dim_in=64, dim_out=4, seed=0):
@@ -339,7 +365,7 @@ def test_latent_attack_reaches_the_top_singular_direction_in_l2():
     x_adv = LatentAttack(enc, eps=eps, steps=30, norm="l2", alpha=1.0)(x)
     sigma = torch.linalg.matrix_norm(enc.a.weight.detach(), ord=2)
     with torch.no_grad():
-        w2 = (enc.a(x_adv.flatten(1)) - enc.a(x.flatten(1))).pow(2).sum(1)   # variances do not move
+        w2 = (enc.a(x_adv.flatten(1)) - enc.a(x.flatten(1))).pow(2).sum(1)  # variances do not move
     assert ((x_adv - x).flatten(1).norm(dim=1) <= eps + 1e-5).all()
     assert torch.allclose(w2, torch.full_like(w2, float(eps * sigma) ** 2), rtol=1e-3)
 
@@ -354,7 +380,7 @@ def test_latent_attack_moves_a_code_to_a_reachable_target():
     x_adv = LatentAttack(enc, eps=0.1, steps=100)(x, target=target)
     with torch.no_grad():
         after = (enc.encode(x_adv)[0] - target).norm(dim=1)
-    assert (after < 0.2 * before).all()              # fixed-size sign steps end in a small orbit
+    assert (after < 0.2 * before).all()  # fixed-size sign steps end in a small orbit
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
 
 
@@ -383,6 +409,7 @@ def test_latent_kl_attack_raises_the_divergence():
 
 
 # ---- the contract every attack keeps ---------------------------------------------------------------
+
 
 def small_net():
     torch.manual_seed(0)
@@ -418,7 +445,7 @@ def accuracy_by_hand(model, x, y, atk, seed=3):
     x_adv = atk(x[ok], y[ok])
     with torch.no_grad():
         kept = int((model(x_adv).argmax(1) == y[ok]).sum())
-    torch.manual_seed(seed)          # the caller's adversarial_accuracy runs next on the same stream
+    torch.manual_seed(seed)  # the caller's adversarial_accuracy runs next on the same stream
     return kept / len(x)
 
 
@@ -431,7 +458,7 @@ def test_attack_contract(name):
     y = torch.randint(0, 10, (12,))
     model.train()
     x_adv = atk(x, y)
-    assert model.training                                   # mode restored
+    assert model.training  # mode restored
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     if budget is not None:
@@ -442,7 +469,7 @@ def test_attack_contract(name):
     # adversarial_accuracy counts what the attack did, recomputed here by hand on the same random stream
     by_hand = accuracy_by_hand(model, x, y, make(model))
     assert rr.evaluation.adversarial_accuracy(model, x, y, make(model)) == by_hand
-    assert atk(x[:1], y[:1]).shape == x[:1].shape        # a batch of one works
+    assert atk(x[:1], y[:1]).shape == x[:1].shape  # a batch of one works
     with pytest.raises(UserError):
         atk(x * 2, y)
     with pytest.raises(UserError):
@@ -508,8 +535,12 @@ def test_attacks_stay_inside_certified_margin_bounds(method):
     eps = 0.05
     with torch.no_grad():
         bound = rr.certify.margin_bounds(model, x, y, eps, method=method)
-    for atk in (FGSM(model, eps=eps), BIM(model, eps=eps, steps=10), PGD(model, eps=eps, steps=20, loss="margin"),
-                Square(model, eps=eps, queries=100)):
+    for atk in (
+        FGSM(model, eps=eps),
+        BIM(model, eps=eps, steps=10),
+        PGD(model, eps=eps, steps=20, loss="margin"),
+        Square(model, eps=eps, queries=100),
+    ):
         x_adv = atk(x, y)
         with torch.no_grad():
             z = model(x_adv)
@@ -520,10 +551,13 @@ def test_attacks_stay_inside_certified_margin_bounds(method):
 def test_targeted_attacks_reach_their_target():
     model = linear_model(10, scale=0.3)
     x, y = points(model, n=60)
-    target = (y + 1 + torch.arange(60) % 9) % 10                   # any class but the true one
+    target = (y + 1 + torch.arange(60) % 9) % 10  # any class but the true one
     torch.manual_seed(0)
-    for atk, eps in ((PGD(model, eps=0.3, steps=30, loss="margin"), 0.3), (BIM(model, eps=0.3, steps=30), 0.3),
-                     (Square(model, eps=0.3, queries=300), 0.3)):
+    for atk, eps in (
+        (PGD(model, eps=0.3, steps=30, loss="margin"), 0.3),
+        (BIM(model, eps=0.3, steps=30), 0.3),
+        (Square(model, eps=0.3, queries=300), 0.3),
+    ):
         x_adv = atk(x, y, target=target)
         with torch.no_grad():
             reached = model(x_adv).argmax(1) == target
@@ -532,6 +566,7 @@ def test_targeted_attacks_reach_their_target():
 
 
 # ---- defects found by reading the code (issue 8) ---------------------------------------------------
+
 
 class FirstCallFooled(nn.Module):
     """Three classes, input ignored except for a zero-gradient path. The first forward pass returns
@@ -553,9 +588,9 @@ def test_pgd_without_early_stop_keeps_the_first_success_per_example():
     model = FirstCallFooled()
     x, y = torch.full((4, 1, 2, 2), 0.5), torch.zeros(4, dtype=torch.long)
     atk = PGD(model, eps=0.2, steps=0, restarts=2, early_stop=False)
-    x_adv = atk.run(x, y)                       # run(): no label check, so call 1 is restart 1
+    x_adv = atk.run(x, y)  # run(): no label check, so call 1 is restart 1
     assert len(model.calls) == 2
-    assert torch.equal(x_adv, model.calls[0].clamp(0, 1))          # restart 1's success, not restart 2
+    assert torch.equal(x_adv, model.calls[0].clamp(0, 1))  # restart 1's success, not restart 2
     assert not torch.equal(model.calls[0], model.calls[1])
 
 
@@ -568,8 +603,15 @@ class Detached(nn.Module):
         return self.net(x.detach())
 
 
-@pytest.mark.parametrize("make", [lambda m: PGD(m, eps=0.1, steps=3), lambda m: FGSM(m, eps=0.1),
-                                  lambda m: CW(m, steps=3, binary_search_steps=1), lambda m: DeepFool(m, steps=3)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: PGD(m, eps=0.1, steps=3),
+        lambda m: FGSM(m, eps=0.1),
+        lambda m: CW(m, steps=3, binary_search_steps=1),
+        lambda m: DeepFool(m, steps=3),
+    ],
+)
 def test_gradient_attacks_refuse_a_model_without_an_input_gradient(make):
     # zeros here made a detaching model look 100% robust
     model = Detached()

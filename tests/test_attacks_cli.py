@@ -1,4 +1,5 @@
 """`robustrep attack` end to end on a tiny digits classifier run."""
+
 import json
 
 import pytest
@@ -12,14 +13,33 @@ from robustrep.runs import load_classifier
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "clf"
-    assert main(["train", "classifier", "--arch", "mlp", "--hidden", "32", "--dataset", "digits", "--epochs", "3",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "classifier",
+                "--arch",
+                "mlp",
+                "--hidden",
+                "32",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-@pytest.mark.parametrize("name,extra", [("pgd", ["--eps", "0.1", "--steps", "10"]),
-                                        ("deepfool", []),
-                                        ("square", ["--eps", "0.1", "--queries", "50"])])
+@pytest.mark.parametrize(
+    "name,extra",
+    [("pgd", ["--eps", "0.1", "--steps", "10"]), ("deepfool", []), ("square", ["--eps", "0.1", "--queries", "50"])],
+)
 def test_attack_command_writes_table_examples_and_figure(run_dir, tmp_path, capsys, name, extra):
     out = tmp_path / name
     assert main(["attack", str(run_dir), "--attack", name, "--n", "60", "--out", str(out), *extra]) == 0

@@ -1,4 +1,5 @@
 """transfer_matrix and robustness_report: known answers on constructed models."""
+
 import pytest
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ def centre(model):
 class Constant(nn.Module):
     """Constant output: no attack can move it. The output keeps a path to the input with zero gradient
     (a model with no path at all is refused by the gradient attacks, see test_attacks.py)."""
+
     def __init__(self, label, classes=10):
         super().__init__()
         self.register_buffer("logits", torch.nn.functional.one_hot(torch.tensor(label), classes).float())
@@ -35,6 +37,7 @@ class Constant(nn.Module):
 
 class Quantised(nn.Module):
     """A gradient-masking "defence": rounding the input kills every input gradient."""
+
     def __init__(self, inner, levels=2):
         super().__init__()
         self.inner, self.levels = inner, levels
@@ -58,8 +61,8 @@ def test_transfer_matrix_rows_sources_columns_targets():
     acc = torch.tensor(m["accuracy"])
     assert m["names"] == ["a", "a_copy", "const"] and acc.shape == (3, 3)
     assert m["clean"][0] == 1.0
-    assert acc[0, 0] < 0.5 and acc[0, 0] == acc[0, 1] and acc[1, 1] == acc[1, 0]   # a copy is the same model
-    assert torch.allclose(acc[:, 2], torch.full((3,), m["clean"][2]))             # nothing moves a constant
+    assert acc[0, 0] < 0.5 and acc[0, 0] == acc[0, 1] and acc[1, 1] == acc[1, 0]  # a copy is the same model
+    assert torch.allclose(acc[:, 2], torch.full((3,), m["clean"][2]))  # nothing moves a constant
     assert max(m["linf"]) <= 0.05 + 1e-6
     assert 0 < m["linf"][0] <= 0.05 + 1e-6 and m["rmsd"][0] <= m["linf"][0]
     with pytest.raises(UserError):
@@ -69,7 +72,7 @@ def test_transfer_matrix_rows_sources_columns_targets():
 def test_transfer_to_a_related_model_is_partial():
     a, b = linear(0), linear(0)
     with torch.no_grad():
-        b[1].weight.add_(0.2 * torch.randn_like(b[1].weight))     # a relative: same task, other weights
+        b[1].weight.add_(0.2 * torch.randn_like(b[1].weight))  # a relative: same task, other weights
         centre(b)
     x, y = data(a)
     m = rr.evaluation.transfer_matrix({"a": a, "b": b}, x, y, lambda f: FGSM(f, eps=0.02, early_stop=False))
@@ -87,8 +90,13 @@ def test_report_passes_on_a_plain_linear_model():
     assert r["passed"], r["checks"]
     assert r["pgd"][0] >= r["pgd"][1] >= r["pgd"][2]
     assert r["unbounded"] == 0.0
-    assert {c["name"] for c in r["checks"]} == {"monotone", "pgd_vs_fgsm", "unbounded", "blackbox_vs_whitebox",
-                                                 "deterministic"}
+    assert {c["name"] for c in r["checks"]} == {
+        "monotone",
+        "pgd_vs_fgsm",
+        "unbounded",
+        "blackbox_vs_whitebox",
+        "deterministic",
+    }
 
 
 def test_report_flags_gradient_masking():
@@ -97,12 +105,13 @@ def test_report_flags_gradient_masking():
     x, y = data(model, n=100)
     r = rr.evaluation.robustness_report(model, x, y, eps_list=[0.1, 0.3], steps=20, queries=200)
     assert not r["passed"]
-    assert "unbounded" in r["failed"]                  # zero gradients: PGD cannot break everything
-    assert "blackbox_vs_whitebox" in r["failed"]       # and the black-box attack beats it
+    assert "unbounded" in r["failed"]  # zero gradients: PGD cannot break everything
+    assert "blackbox_vs_whitebox" in r["failed"]  # and the black-box attack beats it
 
 
 class Noisy(nn.Module):
     """A randomised "defence": fresh noise on the logits at every call, in eval mode too."""
+
     def __init__(self, inner, scale=3.0):
         super().__init__()
         self.inner, self.scale = inner, scale

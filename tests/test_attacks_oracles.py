@@ -1,5 +1,6 @@
 """Our attacks against peer libraries used as oracles, on the same small trained model
 (torchattacks and foolbox are imported here only, never by the package)."""
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ torchattacks = pytest.importorskip("torchattacks")
 def train_digits_mlp():
     """An MLP 64-64-10 trained for a few seconds on sklearn's 8x8 digits, and 100 test points it gets right."""
     from sklearn.datasets import load_digits
+
     X, y = load_digits(return_X_y=True)
     x = torch.tensor(X / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
     y = torch.tensor(y, dtype=torch.int64)
@@ -63,8 +65,8 @@ def test_pgd_is_at_least_as_strong_as_torchattacks(trained, norm):
     peer = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
     theirs = peer(model, eps=eps, alpha=eps / 8, steps=20, random_start=True)(x, y)
     acc_ours, acc_theirs = accuracy(model, ours, y), accuracy(model, theirs, y)
-    assert 0.05 < acc_theirs < 0.95                   # the budget is neither trivial nor hopeless
-    assert acc_ours <= acc_theirs + 0.03               # random starts differ: a small tolerance
+    assert 0.05 < acc_theirs < 0.95  # the budget is neither trivial nor hopeless
+    assert acc_ours <= acc_theirs + 0.03  # random starts differ: a small tolerance
     delta = (ours - x).flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
     assert (size <= eps + 1e-5).all()
@@ -76,7 +78,9 @@ def test_deepfool_matches_foolbox(trained):
     atk = DeepFool(model, steps=50, overshoot=0.02, candidates=10)
     atk(x, y)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
-    _, theirs, success = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)(fmodel, x, y, epsilons=None)
+    _, theirs, success = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)(
+        fmodel, x, y, epsilons=None
+    )
     assert atk.success.all() and success.all()
     ours_l2 = atk.norms
     theirs_l2 = (theirs - x).flatten(1).norm(dim=1)

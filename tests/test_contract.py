@@ -1,4 +1,5 @@
 """DESIGN.md's public contract, called exactly as written there (outside tests use these names)."""
+
 import torch
 from torch import nn
 
@@ -17,8 +18,16 @@ def test_the_public_contract_as_written_in_design_md():
     assert rr.divergences.entropic_wasserstein(mu, var, mu, var, gamma=1.0).shape == (4,)
 
     vae = rr.models.VAE(input_shape=(1, 28, 28), latent_dim=32, arch="mlp", obs_var=1.0)
-    se = rr.models.SmoothEncoder(input_shape=(1, 28, 28), latent_dim=32, arch="mlp", obs_var=1.0,
-                                 gamma=1.0, select="pgd", select_eps=0.1, select_steps=20)
+    se = rr.models.SmoothEncoder(
+        input_shape=(1, 28, 28),
+        latent_dim=32,
+        arch="mlp",
+        obs_var=1.0,
+        gamma=1.0,
+        select="pgd",
+        select_eps=0.1,
+        select_steps=20,
+    )
     x = X[:8]
     m, v = se.encode(x)
     assert m.shape == v.shape == (8, 32) and (v > 0).all()
@@ -32,7 +41,7 @@ def test_the_public_contract_as_written_in_design_md():
     assert x_adv.shape == x.shape
     torch.manual_seed(1)
     acc = rr.evaluation.adversarial_accuracy(classifier, x, y[:8], atk)
-    torch.manual_seed(1)                             # the same count, by hand, on the same random stream
+    torch.manual_seed(1)  # the same count, by hand, on the same random stream
     ok = classifier(x).argmax(1) == y[:8]
     kept = classifier(atk(x[ok], y[:8][ok])).argmax(1) == y[:8][ok] if ok.any() else ok[:0]
     assert acc == int(kept.sum()) / 8

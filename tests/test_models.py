@@ -1,4 +1,5 @@
 """VAE and smooth encoder: losses in the shape of MATH.md 2-3, the gamma -> 0 identity, selection."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """The training loop: resume after a kill ends exactly where the uninterrupted run ends."""
+
 import json
 
 import pytest
@@ -28,12 +29,13 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, digits):
     def die(epoch, epochs):
         if epoch == 2:
             raise Killed
+
     killed.on_epoch_start = die
     with pytest.raises(Killed):
         fit(killed, X, epochs=4, batch_size=64, run_dir=tmp_path / "b", seed=3, progress=False)
     assert not (tmp_path / "b" / "model.safetensors").exists()
 
-    resumed = _se()                                   # a fresh process would rebuild the model like this
+    resumed = _se()  # a fresh process would rebuild the model like this
     h_resumed = fit(resumed, X, epochs=4, batch_size=64, run_dir=tmp_path / "b", seed=3, progress=False, resume=True)
     assert [h["epoch"] for h in h_resumed] == [1, 2, 3, 4]  # the whole history, resumed parts included
     assert h_resumed[-1]["loss"] == pytest.approx(h_straight[-1]["loss"], rel=1e-6)
@@ -46,8 +48,15 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, digits):
 def test_run_folder_contents_and_reload(tmp_path, digits):
     X = digits[0][:128]
     model = rr.models.VAE(input_shape=(1, 8, 8), latent_dim=3, hidden=16)
-    fit(model, X, epochs=2, batch_size=32, run_dir=tmp_path, progress=False,
-        config={"model": "vae", "hparams": {"input_shape": [1, 8, 8], "latent_dim": 3, "hidden": 16}})
+    fit(
+        model,
+        X,
+        epochs=2,
+        batch_size=32,
+        run_dir=tmp_path,
+        progress=False,
+        config={"model": "vae", "hparams": {"input_shape": [1, 8, 8], "latent_dim": 3, "hidden": 16}},
+    )
     for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "checkpoint/last.pt", "checkpoint/best.pt"):
         assert (tmp_path / name).exists(), name
     again = rr.runs.load_model(tmp_path)
@@ -67,8 +76,14 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, digits):
     with pytest.raises(rr.UserError, match="resume"):
         fit(rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8), X, epochs=1, run_dir=tmp_path, progress=False)
     with pytest.raises(rr.UserError, match="nothing to resume"):
-        fit(rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8), X, epochs=1, run_dir=tmp_path / "new",
-            progress=False, resume=True)
+        fit(
+            rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8),
+            X,
+            epochs=1,
+            run_dir=tmp_path / "new",
+            progress=False,
+            resume=True,
+        )
 
 
 def test_corrupt_checkpoint_is_a_user_error(tmp_path, digits):
@@ -76,8 +91,14 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path, digits):
     fit(rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8), X, epochs=1, run_dir=tmp_path, progress=False)
     (tmp_path / "checkpoint" / "last.pt").write_bytes(b"garbage")
     with pytest.raises(rr.UserError, match="corrupt"):
-        fit(rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8), X, epochs=2, run_dir=tmp_path,
-            progress=False, resume=True)
+        fit(
+            rr.models.VAE(input_shape=(1, 8, 8), latent_dim=2, hidden=8),
+            X,
+            epochs=2,
+            run_dir=tmp_path,
+            progress=False,
+            resume=True,
+        )
 
 
 def test_fit_equals_the_plain_loop_it_stands_for(digits):
@@ -100,7 +121,7 @@ def test_fit_equals_the_plain_loop_it_stands_for(digits):
         torch.manual_seed(epoch_seed(7, epoch))
         order = torch.randperm(len(X))
         for i in range(0, len(X), 64):
-            loss = plain.loss(X[order[i:i + 64]])["loss"]
+            loss = plain.loss(X[order[i : i + 64]])["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -37,8 +37,10 @@ class RingGAN(nn.Module):
         self.phases = ["discriminator"] * k + ["generator"]
 
     def optimizers(self):
-        return [OptimizerSpec("discriminator", ("discriminator",), lr=1e-3, betas=(0.5, 0.999)),
-                OptimizerSpec("generator", ("generator",), lr=1e-3, betas=(0.5, 0.999))]
+        return [
+            OptimizerSpec("discriminator", ("discriminator",), lr=1e-3, betas=(0.5, 0.999)),
+            OptimizerSpec("generator", ("generator",), lr=1e-3, betas=(0.5, 0.999)),
+        ]
 
     def sample(self, n, generator=None):
         return self.generator(torch.randn(n, self.noise_dim, generator=generator))
@@ -68,8 +70,10 @@ class ClippedCritic(nn.Module):
         self.phases = ["critic"] * n_critic + ["generator"]
 
     def optimizers(self):
-        return [OptimizerSpec("critic", ("critic",), kind="rmsprop", lr=5e-5),
-                OptimizerSpec("generator", ("generator",), kind="rmsprop", lr=5e-5)]
+        return [
+            OptimizerSpec("critic", ("critic",), kind="rmsprop", lr=5e-5),
+            OptimizerSpec("generator", ("generator",), kind="rmsprop", lr=5e-5),
+        ]
 
     def loss(self, x, y=None, phase="critic"):
         fake = self.generator(torch.randn(len(x), 4))
@@ -146,12 +150,25 @@ def test_two_optimisers_and_ema_resume_exactly(tmp_path):
         torch.manual_seed(0)
         gan = RingGAN(k=2)
         if kill_at is not None:
+
             def die(epoch, epochs):
                 if epoch == kill_at:
                     raise Killed
+
             gan.on_epoch_start = die
-        fit(gan, X, epochs=4, batch_size=64, seed=5, run_dir=folder, progress=False, resume=resume,
-            ema_decay=0.9, lr_schedule="cosine", grad_clip=1.0)
+        fit(
+            gan,
+            X,
+            epochs=4,
+            batch_size=64,
+            seed=5,
+            run_dir=folder,
+            progress=False,
+            resume=resume,
+            ema_decay=0.9,
+            lr_schedule="cosine",
+            grad_clip=1.0,
+        )
         return gan
 
     straight = run(tmp_path / "a")
@@ -195,8 +212,17 @@ def test_a_schedule_reaches_the_optimiser():
     assert all(a > b for a, b in zip(opt_lrs, opt_lrs[1:]))
 
 
-@pytest.mark.parametrize("bad", [dict(lr=float("nan")), dict(ema_decay=1.5), dict(grad_clip=-1.0),
-                                 dict(lr_schedule="sometimes"), dict(epochs=-1), dict(batch_size=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(lr=float("nan")),
+        dict(ema_decay=1.5),
+        dict(grad_clip=-1.0),
+        dict(lr_schedule="sometimes"),
+        dict(epochs=-1),
+        dict(batch_size=0),
+    ],
+)
 def test_bad_loop_settings_are_refused_before_training(bad):
     model = RingGAN()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -1,4 +1,5 @@
 """robustrep: learn representations and generative models, attack them, certify them."""
+
 __version__ = "0.1.0"
 
 import sys as _sys
@@ -14,10 +15,20 @@ if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("robustr
 
     _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
-from . import attacks, certify, data, divergences, evaluation, models, runs, training  # noqa: E402
-from . import defenses, transforms  # noqa: E402
+from . import attacks, certify, data, defenses, divergences, evaluation, models, runs, training, transforms  # noqa: E402  # noqa: E402
 from .errors import UserError  # noqa: E402
 
-__all__ = ["attacks", "certify", "data", "defenses", "divergences", "evaluation", "models", "runs", "training",
-           "transforms", "UserError",
-           "__version__"]
+__all__ = [
+    "attacks",
+    "certify",
+    "data",
+    "defenses",
+    "divergences",
+    "evaluation",
+    "models",
+    "runs",
+    "training",
+    "transforms",
+    "UserError",
+    "__version__",
+]

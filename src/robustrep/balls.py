@@ -4,6 +4,7 @@ encoder's selection need of a norm.
 Each ball supplies `random_start` (uniform in the ball), `step` (the steepest-ascent direction for
 a unit step) and `project` (onto the ball). foolbox's gradient_descent_base has the same split.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Each sub-command lives in its own module under `robustrep.commands` and exposes
 `register(subparsers)`; this file finds them, parses, and turns user errors into one plain line on
 stderr with exit code 2 (never a traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     from . import __version__, commands
 
-    parser = Parser(prog="robustrep", description="Learn representations and generative models, attack them, "
-                    "certify them. Every command has --help.")
+    parser = Parser(
+        prog="robustrep",
+        description="Learn representations and generative models, attack them, certify them. Every command has --help.",
+    )
     parser.add_argument("--version", action="version", version=f"robustrep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

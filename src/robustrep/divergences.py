@@ -1,5 +1,6 @@
 """Divergences between diagonal Gaussians (MATH.md 2 and 3). Inputs are [..., d]; outputs sum over
 the last (latent) dimension and keep the rest, e.g. [B, d] -> [B]."""
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ def w2_squared(mu_a: torch.Tensor, var_a: torch.Tensor, mu_b: torch.Tensor, var_
 
 def _u_minus_one(var_a, var_b, gamma):
     """u - 1 with u = sqrt(1 + 4 gamma^2 va vb), written as 4 gamma^2 va vb / (u + 1) (no cancellation)."""
-    t = 4.0 * gamma ** 2 * var_a * var_b
+    t = 4.0 * gamma**2 * var_a * var_b
     return t / ((1.0 + t).sqrt() + 1.0)
 
 
@@ -38,9 +39,14 @@ def entropic_wasserstein(mu_a, var_a, mu_b, var_b, gamma: float) -> torch.Tensor
     if gamma <= 0:
         raise ValueError("gamma must be positive")
     u_minus_one = _u_minus_one(var_a, var_b, gamma)
-    wd = (0.5 * gamma * ((mu_a - mu_b).pow(2) + var_a + var_b) - 0.5 * u_minus_one
-          + 0.5 * torch.log(u_minus_one + 2.0) - 0.5 * torch.log(2.0 * var_a * var_b)
-          - math.log(2.0 * math.pi) - 1.0)
+    wd = (
+        0.5 * gamma * ((mu_a - mu_b).pow(2) + var_a + var_b)
+        - 0.5 * u_minus_one
+        + 0.5 * torch.log(u_minus_one + 2.0)
+        - 0.5 * torch.log(2.0 * var_a * var_b)
+        - math.log(2.0 * math.pi)
+        - 1.0
+    )
     return wd.sum(-1)
 
 
@@ -57,8 +63,9 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, obs_var: float) -> torch.T
 KERNEL_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-def kernel_matrix(a: torch.Tensor, b: torch.Tensor, kernel: str = "imq", scale: float = 1.0,
-                  scales=KERNEL_SCALES) -> torch.Tensor:
+def kernel_matrix(
+    a: torch.Tensor, b: torch.Tensor, kernel: str = "imq", scale: float = 1.0, scales=KERNEL_SCALES
+) -> torch.Tensor:
     """[n, m] matrix of k(a_i, b_j), summed over `scales` (multipliers of `scale`, the base C):
     imq  k(x, y) = C / (C + ||x - y||^2)      (inverse multiquadratics, Tolstikhin et al. 2018)
     rbf  k(x, y) = exp(-||x - y||^2 / C)      (Gaussian, Zhao et al. 2019 with C = 2 sigma^2)"""
@@ -70,8 +77,14 @@ def kernel_matrix(a: torch.Tensor, b: torch.Tensor, kernel: str = "imq", scale: 
     return total
 
 
-def mmd_squared(a: torch.Tensor, b: torch.Tensor, kernel: str = "imq", scale: float = 1.0,
-                scales=KERNEL_SCALES, unbiased: bool = True) -> torch.Tensor:
+def mmd_squared(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    kernel: str = "imq",
+    scale: float = 1.0,
+    scales=KERNEL_SCALES,
+    unbiased: bool = True,
+) -> torch.Tensor:
     """MMD_k^2 between samples a [n, d] and b [m, d] (Gretton et al. 2012, eq. 3 unbiased; eq. 5 biased):
         1/(n(n-1)) sum_{i != j} k(a_i, a_j) + 1/(m(m-1)) sum_{i != j} k(b_i, b_j) - 2/(nm) sum_{i,j} k(a_i, b_j)
     The unbiased form is WAE-MMD's penalty (Tolstikhin et al. 2018, Algorithm 2); the biased form

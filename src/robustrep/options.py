@@ -11,9 +11,7 @@ from .errors import UserError
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every command has."""
     parser.add_argument("--seed", type=int, default=0, help="seed for torch, numpy and random (default 0)")
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, or cuda[:N] (default auto)"
-    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, or cuda[:N] (default auto)")
     parser.add_argument(
         "--threads",
         type=int,

@@ -1,4 +1,5 @@
 """Figures (matplotlib, Agg backend: no screen needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,9 @@ def robustness_curve(results: dict, path: Path, title: str = "") -> Path:
     for i, (name, r) in enumerate(results["models"].items()):
         color = COLORS.get(name, f"C{i}")
         radii = sorted(r["adversarial"], key=float)
-        ax.plot([float(e) for e in radii], [100 * r["adversarial"][e] for e in radii], "o-", color=color,
-                label=name.upper())
+        ax.plot(
+            [float(e) for e in radii], [100 * r["adversarial"][e] for e in radii], "o-", color=color, label=name.upper()
+        )
         ax.axhline(100 * r["nominal"], ls="--", color=color, lw=1, label=f"{name.upper()} nominal")
     ax.set_xlabel("attack radius (l_inf)")
     ax.set_ylabel("adversarial accuracy (%)")
@@ -90,7 +92,9 @@ def image_grid(images: torch.Tensor, path: Path, title: str = "", columns: int |
     for i, img in enumerate(images):
         r, k = divmod(i, columns)
         canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = img
-    fig, ax = plt.subplots(figsize=(min(12, 0.5 + 0.3 * columns * max(1, w / 8)), min(12, 0.7 + 0.3 * rows * max(1, h / 8))))
+    fig, ax = plt.subplots(
+        figsize=(min(12, 0.5 + 0.3 * columns * max(1, w / 8)), min(12, 0.7 + 0.3 * rows * max(1, h / 8)))
+    )
     _show(ax, canvas)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

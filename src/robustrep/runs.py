@@ -2,6 +2,7 @@
 `metrics.jsonl`, `checkpoint/{last,best}.pt`, and for representation models a linear probe
 (`probe.safetensors` + `probe.yaml`). Nothing is unpickled: safetensors, or torch.load(weights_only=True).
 """
+
 from __future__ import annotations
 
 import json

@@ -297,8 +297,13 @@ def fit(
     if progress and main_process:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=(epochs - state.epoch) * steps_per_epoch, desc=type(model).__name__, unit="step",
-                   dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(
+            total=(epochs - state.epoch) * steps_per_epoch,
+            desc=type(model).__name__,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
     for epoch in range(state.epoch, epochs):
         t0 = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch))
@@ -337,11 +342,16 @@ def fit(
                 bar.update(1)
         if multi_phase:
             train_only(trainable, None)
-        record = {"epoch": epoch + 1, **_epoch_means(sums, counts, world, device),
-                  "seconds": round(time.perf_counter() - t0, 3)}
+        record = {
+            "epoch": epoch + 1,
+            **_epoch_means(sums, counts, world, device),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         broken = [k for k, v in record.items() if k.split("/")[-1] == "loss" and not math.isfinite(v)]
         if broken:
-            raise UserError(f"the {broken[0]} became {record[broken[0]]} in epoch {epoch + 1}: lower --lr or check the data")
+            raise UserError(
+                f"the {broken[0]} became {record[broken[0]]} in epoch {epoch + 1}: lower --lr or check the data"
+            )
         monitor = getattr(model, "monitor", "loss")
         value = record.get(monitor, math.nan) if monitor else math.nan
         state.epoch = epoch + 1

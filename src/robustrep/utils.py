@@ -1,4 +1,5 @@
 """Small shared helpers: seeding, devices, input checks."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Subclasses implement only `run(x, y, target)` (foolbox's pattern); `__call__` is the one return
 contract: `x_adv` of the same shape as `x`, detached, inside [0, 1].
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,11 +30,12 @@ def eval_mode(model: nn.Module):
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Arg-max labels of `model` on `x`, without gradients, in batches."""
     with torch.inference_mode(), eval_mode(model):
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce",
-                        targeted: bool = False) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, y: torch.Tensor, kind: str = "ce", targeted: bool = False
+) -> torch.Tensor:
     """Per-example loss that an attack *ascends*.
 
     kind "ce": cross-entropy of the true class (untargeted) or minus that of the target (targeted).
@@ -59,15 +61,17 @@ def input_gradient(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     rounding, is a masked gradient and is returned as it is.)"""
     grad = None
     if value.requires_grad:
-        grad, = torch.autograd.grad(value.sum(), x, allow_unused=True)
+        (grad,) = torch.autograd.grad(value.sum(), x, allow_unused=True)
     if grad is None:
         raise UserError(NO_INPUT_GRADIENT)
     return grad
 
 
-NO_INPUT_GRADIENT = ("the model's output does not depend on its input through autograd (does its forward detach x "
-                     "or run under no_grad?): a gradient attack cannot run on it; use a black-box attack (square, "
-                     "onepixel, spatial) or fix the model")
+NO_INPUT_GRADIENT = (
+    "the model's output does not depend on its input through autograd (does its forward detach x "
+    "or run under no_grad?): a gradient attack cannot run on it; use a black-box attack (square, "
+    "onepixel, spatial) or fix the model"
+)
 
 
 def is_success(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
@@ -81,7 +85,7 @@ class Attack:
     where the subclass supports one (`supports_targeted`)."""
 
     supports_targeted = False
-    uses_gradient = True        # black-box attacks set False: they never ask for an input gradient
+    uses_gradient = True  # black-box attacks set False: they never ask for an input gradient
 
     def __init__(self, model: nn.Module):
         if not isinstance(model, nn.Module):
@@ -114,8 +118,9 @@ class Attack:
     def run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def objective(self, x: torch.Tensor, goal: torch.Tensor, kind: str = "ce",
-                  targeted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(
+        self, x: torch.Tensor, goal: torch.Tensor, kind: str = "ce", targeted: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss [B] that the attack ascends, logits [B, C]) at x: the one place the gradient attacks
         meet the model, so that a wrapper (attacks.EOT) can put an expectation over transformations here."""
         expected = getattr(self.model, "expected_objective", None)
@@ -126,7 +131,12 @@ class Attack:
 
     def __repr__(self) -> str:
         # settings only: not the model, the norm-ball helper, or results kept from the last call
-        fields = ", ".join(f"{k}={v}" for k, v in vars(self).items()
-                           if k not in ("model", "ball") and not k.startswith("_")
-                           and not isinstance(v, (torch.Tensor, nn.Module)) and v is not None)
+        fields = ", ".join(
+            f"{k}={v}"
+            for k, v in vars(self).items()
+            if k not in ("model", "ball")
+            and not k.startswith("_")
+            and not isinstance(v, (torch.Tensor, nn.Module))
+            and v is not None
+        )
         return f"{type(self).__name__}({fields})"

@@ -15,6 +15,7 @@ changes; per-example early stop fires once the prediction reaches y_LL.
     >>> x_adv = BIM(classifier, eps=0.1, steps=10)(x, y)
     >>> x_adv = IterativeLeastLikely(classifier, eps=0.1, steps=10)(x, y)
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,11 +25,28 @@ from .pgd import PGD
 
 
 class BIM(PGD):
-    def __init__(self, model: nn.Module, eps: float = 0.1, steps: int = 10, alpha: float | None = None,
-                 norm: str = "linf", loss: str = "ce", early_stop: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 0.1,
+        steps: int = 10,
+        alpha: float | None = None,
+        norm: str = "linf",
+        loss: str = "ce",
+        early_stop: bool = True,
+    ):
         alpha = 1.25 * eps / max(int(steps), 1) if alpha is None else alpha
-        super().__init__(model, eps=eps, steps=steps, restarts=1, norm=norm, alpha=alpha, loss=loss,
-                         random_start=False, early_stop=early_stop)
+        super().__init__(
+            model,
+            eps=eps,
+            steps=steps,
+            restarts=1,
+            norm=norm,
+            alpha=alpha,
+            loss=loss,
+            random_start=False,
+            early_stop=early_stop,
+        )
 
 
 class IterativeLeastLikely(BIM):

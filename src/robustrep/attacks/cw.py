@@ -15,6 +15,7 @@ rule, per example), so converged points stop costing forward passes.
     >>> atk = CW(classifier, c=1.0, kappa=0.0, steps=100, lr=0.01, binary_search_steps=5)
     >>> x_adv = atk(x, y)
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,16 +29,25 @@ from .pgd import MAX_STEPS
 class CW(Attack):
     supports_targeted = True
 
-    def __init__(self, model: nn.Module, c: float = 1.0, kappa: float = 0.0, steps: int = 100,
-                 lr: float = 0.01, binary_search_steps: int = 5, abort_early: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        c: float = 1.0,
+        kappa: float = 0.0,
+        steps: int = 100,
+        lr: float = 0.01,
+        binary_search_steps: int = 5,
+        abort_early: bool = True,
+    ):
         super().__init__(model)
         # a NaN c made every loss NaN and the model look perfectly robust: refuse it here
         self.c = validate.positive(c, "CW c", high=1e10)
         self.kappa = validate.nonnegative(kappa, "CW kappa", high=1e10)
         self.steps = validate.positive(steps, "CW steps", integer=True, high=MAX_STEPS)
         self.lr = validate.positive(lr, "CW lr", high=1e6)
-        self.binary_search_steps = validate.positive(binary_search_steps, "CW binary_search_steps", integer=True,
-                                                     high=64)
+        self.binary_search_steps = validate.positive(
+            binary_search_steps, "CW binary_search_steps", integer=True, high=64
+        )
         self.abort_early = bool(abort_early)
 
     def run(self, x, y, target=None):
@@ -89,16 +99,23 @@ class CW(Attack):
                 t = step + 1
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                step_size = self.lr / (1 - beta1 ** t)
-                w.addcdiv_(m, (v / (1 - beta2 ** t)).sqrt_().add_(1e-8), value=-step_size)
+                step_size = self.lr / (1 - beta1**t)
+                w.addcdiv_(m, (v / (1 - beta2**t)).sqrt_().add_(1e-8), value=-step_size)
                 if self.abort_early and t % check_every == 0:
                     loss = loss.detach()
                     stalled = loss > previous[alive] - 1e-4 * previous[alive].abs()
                     previous[alive] = loss
                     if stalled.any():
                         keep = ~stalled
-                        alive, w, m, v, xa, ga, ca = (alive[keep], w[keep], m[keep], v[keep], xa[keep], ga[keep],
-                                                      ca[keep])
+                        alive, w, m, v, xa, ga, ca = (
+                            alive[keep],
+                            w[keep],
+                            m[keep],
+                            v[keep],
+                            xa[keep],
+                            ga[keep],
+                            ca[keep],
+                        )
                         if alive.numel() == 0:
                             break
         return won

@@ -24,6 +24,7 @@ l_inf), `success` (a correctly classified point whose label the attack flipped) 
     >>> x_adv = atk(x, y)
     >>> atk.rho_adv
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ from .pgd import MAX_STEPS
 
 
 class DeepFool(Attack):
-    def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, candidates: int = 10,
-                 norm: str = "l2"):
+    def __init__(
+        self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, candidates: int = 10, norm: str = "l2"
+    ):
         super().__init__(model)
         self.steps = validate.positive(steps, "DeepFool steps", integer=True, high=MAX_STEPS)
         self.overshoot = validate.nonnegative(overshoot, "DeepFool overshoot", high=1e3)
@@ -58,21 +60,21 @@ class DeepFool(Attack):
         k = min(self.candidates, n_classes)
         # candidate classes: the label first, then the most likely others
         others = logits.scatter(1, y[:, None], float("-inf")).topk(k - 1, dim=1).indices
-        cand = torch.cat([y[:, None], others], 1)                     # [B, k]
+        cand = torch.cat([y[:, None], others], 1)  # [B, k]
         r_tot = torch.zeros_like(x)
         x_adv = x.clone()
         clean_ok = logits.argmax(1) == y
-        active = clean_ok.nonzero().squeeze(1)                        # misclassified points are done
+        active = clean_ok.nonzero().squeeze(1)  # misclassified points are done
         for _ in range(self.steps):
             if active.numel() == 0:
                 break
-            f, grads = self._candidate_gradients(x_adv[active], cand[active])   # [n, k], [n, k, D]
+            f, grads = self._candidate_gradients(x_adv[active], cand[active])  # [n, k], [n, k, D]
             still = f[:, 1:].amax(1) < f[:, 0] if k == n_classes else self._keeps_label(x_adv[active], y[active])
             active, f, grads = active[still], f[still], grads[still]
             if active.numel() == 0:
                 break
-            w = grads[:, 1:] - grads[:, :1]                             # w'_k, [n, k-1, D]
-            fd = (f[:, 1:] - f[:, :1]).abs()                            # |f'_k|, [n, k-1]
+            w = grads[:, 1:] - grads[:, :1]  # w'_k, [n, k-1, D]
+            fd = (f[:, 1:] - f[:, :1]).abs()  # |f'_k|, [n, k-1]
             if self.norm == "l2":
                 wn = w.norm(dim=2)
                 dist = fd / (wn + 1e-8)
@@ -91,7 +93,7 @@ class DeepFool(Attack):
             self.success = clean_ok & (self.model(x_adv).argmax(1) != y)
         delta = (x_adv - x).flatten(1)
         self.norms = delta.norm(dim=1) if self.norm == "l2" else delta.abs().amax(1)
-        self.rho = delta.norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)   # l_2 in both norms
+        self.rho = delta.norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(1e-12)  # l_2 in both norms
         return x_adv
 
     def _candidate_gradients(self, x, cand):

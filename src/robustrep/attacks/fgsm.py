@@ -11,6 +11,7 @@ split): the ball supplies the step and the projection.
     >>> atk = FGSM(classifier, eps=0.1)
     >>> x_adv = atk(x, y)
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -19,7 +20,17 @@ from .pgd import PGD
 
 
 class FGSM(PGD):
-    def __init__(self, model: nn.Module, eps: float = 0.1, norm: str = "linf", loss: str = "ce",
-                 early_stop: bool = True):
-        super().__init__(model, eps=eps, steps=1, restarts=1, norm=norm, alpha=eps, loss=loss,
-                         random_start=False, early_stop=early_stop)
+    def __init__(
+        self, model: nn.Module, eps: float = 0.1, norm: str = "linf", loss: str = "ce", early_stop: bool = True
+    ):
+        super().__init__(
+            model,
+            eps=eps,
+            steps=1,
+            restarts=1,
+            norm=norm,
+            alpha=eps,
+            loss=loss,
+            random_start=False,
+            early_stop=early_stop,
+        )

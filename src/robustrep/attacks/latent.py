@@ -18,18 +18,19 @@ minimum of the divergence, where its gradient vanishes. The iterate with the bes
     >>> x_adv = atk(x)
     >>> x_adv = atk(x, target=z)
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .base import eval_mode, input_gradient
+from .. import validate
 from ..balls import get_ball
 from ..divergences import w2_squared
-from .. import validate
 from ..errors import UserError
-from .pgd import MAX_EPS, MAX_STEPS
 from ..utils import check_images
+from .base import eval_mode, input_gradient
+from .pgd import MAX_EPS, MAX_STEPS
 
 
 def kl_gaussians(mu_a, var_a, mu_b, var_b):
@@ -43,16 +44,27 @@ DIVERGENCES = {"w2": w2_squared, "kl": kl_gaussians}
 
 
 class LatentAttack:
-    def __init__(self, encoder: nn.Module, eps: float = 0.1, steps: int = 20, norm: str = "linf",
-                 alpha: float | None = None, divergence: str = "w2", random_start: bool = True):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        eps: float = 0.1,
+        steps: int = 20,
+        norm: str = "linf",
+        alpha: float | None = None,
+        divergence: str = "w2",
+        random_start: bool = True,
+    ):
         if not isinstance(encoder, nn.Module):
             raise UserError(f"LatentAttack needs an nn.Module encoder, got {type(encoder).__name__}")
         self.eps = validate.nonnegative(eps, "LatentAttack eps", high=MAX_EPS)
         self.steps = validate.nonnegative(steps, "LatentAttack steps", integer=True, high=MAX_STEPS)
         validate.choice(divergence, "LatentAttack divergence", DIVERGENCES)
         self.model, self.norm, self.ball = encoder, norm, get_ball(norm)
-        self.alpha = (validate.nonnegative(alpha, "LatentAttack alpha", high=MAX_EPS) if alpha is not None
-                      else 2.5 * self.eps / max(self.steps, 1))
+        self.alpha = (
+            validate.nonnegative(alpha, "LatentAttack alpha", high=MAX_EPS)
+            if alpha is not None
+            else 2.5 * self.eps / max(self.steps, 1)
+        )
         self.divergence, self.random_start = divergence, random_start
 
     def encode(self, x):
@@ -69,7 +81,9 @@ class LatentAttack:
             return -(mu - reference.flatten(1)).pow(2).sum(1)
         return DIVERGENCES[self.divergence](mu, var, *reference)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         check_images(x, "x")
         if target is not None:
             check_images(target, "target", unit_range=False)
@@ -99,5 +113,7 @@ class LatentAttack:
         return best
 
     def __repr__(self) -> str:
-        return (f"LatentAttack(eps={self.eps}, steps={self.steps}, norm={self.norm}, alpha={self.alpha}, "
-                f"divergence={self.divergence})")
+        return (
+            f"LatentAttack(eps={self.eps}, steps={self.steps}, norm={self.norm}, alpha={self.alpha}, "
+            f"divergence={self.divergence})"
+        )

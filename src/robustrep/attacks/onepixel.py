@@ -14,14 +14,15 @@ as one of its candidates fools the model.
     >>> atk = OnePixel(classifier, pixels=1, steps=75, popsize=400)
     >>> x_adv = atk(x, y)
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .. import validate
-from .base import Attack, is_success
 from ..errors import UserError
+from .base import Attack, is_success
 from .pgd import MAX_STEPS
 
 
@@ -29,8 +30,15 @@ class OnePixel(Attack):
     uses_gradient = False
     supports_targeted = True
 
-    def __init__(self, model: nn.Module, pixels: int = 1, steps: int = 75, popsize: int = 400,
-                 mutation: float = 0.5, batch_size: int = 8192):
+    def __init__(
+        self,
+        model: nn.Module,
+        pixels: int = 1,
+        steps: int = 75,
+        popsize: int = 400,
+        mutation: float = 0.5,
+        batch_size: int = 8192,
+    ):
         super().__init__(model)
         self.pixels = validate.positive(pixels, "OnePixel pixels", integer=True, high=10**6)
         self.steps = validate.nonnegative(steps, "OnePixel steps", integer=True, high=MAX_STEPS)
@@ -81,7 +89,7 @@ class OnePixel(Attack):
         rows = cand[..., 0].long().clamp(0, h - 1)
         cols = cand[..., 1].long().clamp(0, w - 1)
         flat = out.view(n, p, ch, h * w)
-        pos = (rows * w + cols)[:, :, None, :].expand(n, p, ch, self.pixels)        # [n, P, C, pixels]
+        pos = (rows * w + cols)[:, :, None, :].expand(n, p, ch, self.pixels)  # [n, P, C, pixels]
         flat.scatter_(3, pos, cand[..., 2:].clamp(0, 1).transpose(2, 3))
         return out
 
@@ -89,8 +97,9 @@ class OnePixel(Attack):
         """(fitness [n, P], success [n, P]) of every candidate, lower fitness is better."""
         n, p = cand.shape[:2]
         images = self._apply(x, cand).flatten(0, 1)
-        logits = torch.cat([self.model(images[i:i + self.batch_size])
-                            for i in range(0, len(images), self.batch_size)])
+        logits = torch.cat(
+            [self.model(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        )
         goal_rep = goal.repeat_interleave(p)
         prob = logits.softmax(1).gather(1, goal_rep[:, None]).squeeze(1)
         won = is_success(logits, goal_rep, targeted)

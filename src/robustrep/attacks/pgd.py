@@ -13,14 +13,15 @@ broken, the iterate with the largest loss over all restarts is returned.
     >>> atk = PGD(classifier, eps=0.1, steps=100, restarts=10)
     >>> x_adv = atk(x, y)
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .base import Attack, input_gradient, is_success
-from ..balls import get_ball
 from .. import validate
+from ..balls import get_ball
+from .base import Attack, input_gradient, is_success
 
 # Upper limits that refuse absurd settings before any work: images live in [0, 1], so a radius beyond
 # MAX_EPS means nothing more (and its float32 square would overflow); beyond the step limits a run
@@ -33,9 +34,18 @@ MAX_RESTARTS = 10**4
 class PGD(Attack):
     supports_targeted = True
 
-    def __init__(self, model: nn.Module, eps: float = 0.3, steps: int = 40, restarts: int = 1,
-                 norm: str = "linf", alpha: float | None = None, loss: str = "ce",
-                 random_start: bool = True, early_stop: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 0.3,
+        steps: int = 40,
+        restarts: int = 1,
+        norm: str = "linf",
+        alpha: float | None = None,
+        loss: str = "ce",
+        random_start: bool = True,
+        early_stop: bool = True,
+    ):
         super().__init__(model)
         name = type(self).__name__
         self.eps = validate.nonnegative(eps, f"{name} eps", high=MAX_EPS)
@@ -43,8 +53,11 @@ class PGD(Attack):
         self.restarts = validate.positive(restarts, f"{name} restarts", integer=True, high=MAX_RESTARTS)
         self.norm, self.ball = norm, get_ball(norm)
         # Madry et al.'s rule of thumb: 2.5 eps / steps lets a walk from anywhere in the ball reach its edge.
-        self.alpha = (validate.nonnegative(alpha, f"{name} alpha", high=MAX_EPS) if alpha is not None
-                      else 2.5 * self.eps / max(self.steps, 1))
+        self.alpha = (
+            validate.nonnegative(alpha, f"{name} alpha", high=MAX_EPS)
+            if alpha is not None
+            else 2.5 * self.eps / max(self.steps, 1)
+        )
         self.loss = validate.choice(loss, f"{name} loss", ("ce", "margin"))
         self.random_start, self.early_stop = bool(random_start), bool(early_stop)
 
@@ -53,9 +66,11 @@ class PGD(Attack):
         goal = target if targeted else y
         x_adv = x.clone()
         with torch.no_grad():
-            done = is_success(self.model(x), goal, targeted) if self.early_stop else torch.zeros_like(y, dtype=torch.bool)
+            done = (
+                is_success(self.model(x), goal, targeted) if self.early_stop else torch.zeros_like(y, dtype=torch.bool)
+            )
         best_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        broken = torch.zeros_like(done)          # an earlier restart already fooled the model here
+        broken = torch.zeros_like(done)  # an earlier restart already fooled the model here
         for _ in range(self.restarts):
             todo = (~done).nonzero().squeeze(1)
             if todo.numel() == 0:
@@ -82,7 +97,7 @@ class PGD(Attack):
         x_out = x.clone()
         success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         final_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        alive = torch.arange(len(x), device=x.device)        # indices still being attacked
+        alive = torch.arange(len(x), device=x.device)  # indices still being attacked
         xa, ga = x, goal
         x_try = (x + delta).clamp(0, 1).detach()
         for step in range(self.steps + 1):

@@ -1,5 +1,6 @@
 """Figures for attacks (matplotlib, Agg backend): adversarial examples, transfer matrices, universal
 perturbations. Each function writes one PNG and returns its path."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..plots import save_figure  # noqa: E402
 
 def _image(ax, img: torch.Tensor, signed: bool = False) -> None:
     img = img.detach().cpu().float()
-    if signed:                                         # a perturbation: 0 is grey, +-max(|d|) the extremes
+    if signed:  # a perturbation: 0 is grey, +-max(|d|) the extremes
         scale = float(img.abs().max()) or 1.0
         img = 0.5 + 0.5 * img / scale
     img = img.clamp(0, 1)
@@ -55,8 +56,15 @@ def plot_transfer(result: dict, path, title: str = "") -> Path:
     im = ax.imshow(100 * acc, cmap="viridis", vmin=0, vmax=100)
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{100 * acc[i, j]:.1f}", ha="center", va="center",
-                    color="white" if acc[i, j] < 0.5 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{100 * acc[i, j]:.1f}",
+                ha="center",
+                va="center",
+                color="white" if acc[i, j] < 0.5 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("evaluated on")
@@ -77,8 +85,9 @@ def plot_universal(v, x, pred_clean, pred_adv, path, title: str = "", n: int = 6
     for i in range(n):
         _image(axes[0, i + 1], (x[i] + v[0]).clamp(0, 1))
         changed = int(pred_clean[i]) != int(pred_adv[i])
-        axes[0, i + 1].set_title(f"{int(pred_clean[i])} -> {int(pred_adv[i])}", fontsize=8,
-                                 color="red" if changed else "black")
+        axes[0, i + 1].set_title(
+            f"{int(pred_clean[i])} -> {int(pred_adv[i])}", fontsize=8, color="red" if changed else "black"
+        )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)

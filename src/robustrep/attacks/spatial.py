@@ -9,11 +9,13 @@ The loss over (angle, dx, dy) is far from concave (the paper's Figure 3), so fir
 poorly; an exhaustive grid (31 angles x 5 x 5 shifts by default) is the paper's strongest attack.
 Every grid point is one batched forward pass under `torch.no_grad`; per example the worst case is
 kept: a grid point that fools the model if there is one (the first with `early_stop`, else the
-one of largest loss among those that fool it), otherwise the one with the largest loss. `search` also returns the chosen (angle in degrees, dx, dy in fractions of the image).
+one of largest loss among those that fool it), otherwise the one with the largest loss. `search` also
+returns the chosen (angle in degrees, dx, dy in fractions of the image).
 
     >>> atk = Spatial(classifier, max_angle=30, max_shift=0.1)
     >>> x_adv, params = atk.search(x, y)
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import validate
-from .base import Attack, classification_loss, eval_mode, is_success
 from ..errors import UserError
 from ..utils import check_images, check_labels
+from .base import Attack, classification_loss, eval_mode, is_success
 
 
 def transform(x: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
@@ -35,16 +37,30 @@ def transform(x: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor, dy: torch.
     cos, sin = torch.cos(a), torch.sin(a)
     # affine_grid maps output coordinates to input coordinates (normalised to [-1, 1], y pointing down):
     # input = R(-a) (output - 2 shift), so the content turns by +a and moves by +shift.
-    theta = torch.stack([torch.stack([cos, -sin, -(cos * 2 * dx - sin * 2 * dy)], 1),
-                         torch.stack([sin, cos, -(sin * 2 * dx + cos * 2 * dy)], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, -(cos * 2 * dx - sin * 2 * dy)], 1),
+            torch.stack([sin, cos, -(sin * 2 * dx + cos * 2 * dy)], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class Spatial(Attack):
     uses_gradient = False
-    def __init__(self, model: nn.Module, max_angle: float = 30.0, max_shift: float = 0.1, angles: int = 31,
-                 shifts: int = 5, loss: str = "ce", early_stop: bool = False):
+
+    def __init__(
+        self,
+        model: nn.Module,
+        max_angle: float = 30.0,
+        max_shift: float = 0.1,
+        angles: int = 31,
+        shifts: int = 5,
+        loss: str = "ce",
+        early_stop: bool = False,
+    ):
         super().__init__(model)
         # a NaN angle gave NaN images and a meaningless accuracy: refuse it here
         self.max_angle = validate.number(max_angle, "Spatial max_angle", low=0, high=180)

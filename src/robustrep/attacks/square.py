@@ -12,6 +12,7 @@ lowers the loss: the CW margin `z_y - max_{j != y} z_j` (untargeted) or cross-en
     >>> atk = Square(classifier, eps=0.1, queries=1000)
     >>> x_adv = atk(x, y)
 """
+
 from __future__ import annotations
 
 import math
@@ -21,16 +22,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import validate
+from ..errors import UserError
 from .base import Attack, classification_loss
 from .pgd import MAX_EPS
-from ..errors import UserError
 
 
 def _p_schedule(p_init: float, it: int, queries: int) -> float:
     """The reference implementation's piecewise-constant schedule, rescaled to `queries`."""
     t = int(it / queries * 10000)
-    for bound, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
-                       (6000, 128), (8000, 256), (10000, 512)):
+    for bound, div in (
+        (10, 1),
+        (50, 2),
+        (200, 4),
+        (500, 8),
+        (1000, 16),
+        (2000, 32),
+        (4000, 64),
+        (6000, 128),
+        (8000, 256),
+        (10000, 512),
+    ):
         if t <= bound:
             return p_init / div
     return p_init / 512

@@ -1,6 +1,7 @@
 """`robustrep attack RUN --attack NAME`: run one attack on a trained run's classifier (an encoder run
 is attacked end to end through its linear probe), print a table, and save the adversarial examples,
 the numbers and a figure."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,22 +17,39 @@ from ..errors import UserError
 from ..runs import load_classifier, read_yaml
 from ..utils import atomic_write, resolve_device, seed_everything
 
+
 def register(sub) -> None:
     from ..options import add_common_options
+
     lines = "\n".join(f"  {k:10s} {v.help}" for k, v in ATTACKS.items())
-    p = sub.add_parser("attack", help="attack a run's classifier; table, adversarial examples, figure",
-                       description="Attack the classifier of RUN on test images and print accuracy, success\n"
-                       "rate, mean perturbation norms and time. Writes adversarial.safetensors (x, x_adv,\n"
-                       "y, predictions), attack.json and attack.png to --out.\n\nattacks:\n" + lines,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "attack",
+        help="attack a run's classifier; table, adversarial examples, figure",
+        description="Attack the classifier of RUN on test images and print accuracy, success\n"
+        "rate, mean perturbation norms and time. Writes adversarial.safetensors (x, x_adv,\n"
+        "y, predictions), attack.json and attack.png to --out.\n\nattacks:\n" + lines,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run", help="a run folder (an encoder run needs `robustrep probe` first)")
     p.add_argument("--attack", default="pgd", help=f"one of {', '.join(ATTACKS)} (default pgd)")
-    p.add_argument("--eps", type=float, default=0.1,
-                   help="budget for fgsm, bim, ll, pgd, apgd, apgd-t, ensemble, universal, square (default 0.1)")
-    p.add_argument("--norm", default=None, help="linf or l2 for fgsm, bim, ll, pgd, apgd, apgd-t, ensemble, universal "
-                   "(default linf) and deepfool (default l2)")
-    p.add_argument("--steps", type=int, default=None, help="iterations (default: 40 pgd, 100 apgd/apgd-t/ensemble, "
-                   "10 bim/ll, 100 cw, 50 deepfool, 75 onepixel)")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=0.1,
+        help="budget for fgsm, bim, ll, pgd, apgd, apgd-t, ensemble, universal, square (default 0.1)",
+    )
+    p.add_argument(
+        "--norm",
+        default=None,
+        help="linf or l2 for fgsm, bim, ll, pgd, apgd, apgd-t, ensemble, universal "
+        "(default linf) and deepfool (default l2)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="iterations (default: 40 pgd, 100 apgd/apgd-t/ensemble, 10 bim/ll, 100 cw, 50 deepfool, 75 onepixel)",
+    )
     p.add_argument("--restarts", type=int, default=1, help="pgd, apgd, apgd-t, ensemble: random restarts (default 1)")
     p.add_argument("--loss", default="ce", help="pgd loss: ce (default) or margin; apgd: ce or dlr")
     p.add_argument("--c", type=float, default=1.0, help="CW: initial trade-off constant (default 1)")
@@ -40,11 +58,14 @@ def register(sub) -> None:
     p.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot (default 0.02)")
     p.add_argument("--pixels", type=int, default=1, help="onepixel: pixels changed (default 1)")
     p.add_argument("--popsize", type=int, default=400, help="onepixel: population per image (default 400)")
-    p.add_argument("--queries", type=int, default=None,
-                   help="square: queries per image (default 1000; 5000 in the ensemble)")
+    p.add_argument(
+        "--queries", type=int, default=None, help="square: queries per image (default 1000; 5000 in the ensemble)"
+    )
     p.add_argument("--targets", type=int, default=9, help="apgd-t, ensemble: target classes tried (default 9)")
     p.add_argument("--max-angle", type=float, default=30.0, help="spatial: largest rotation in degrees (default 30)")
-    p.add_argument("--max-shift", type=float, default=0.1, help="spatial: largest shift, fraction of the image (default 0.1)")
+    p.add_argument(
+        "--max-shift", type=float, default=0.1, help="spatial: largest shift, fraction of the image (default 0.1)"
+    )
     p.add_argument("--dataset", default=None, help="data set to attack (default: the run's)")
     p.add_argument("--n", type=int, default=500, help="test points to attack (default 500; 0 for all)")
     p.add_argument("--batch-size", type=int, default=500, help="points attacked at once (default 500)")
@@ -117,11 +138,11 @@ def attack(args) -> int:
     t0 = time.perf_counter()
     if args.attack == "universal":
         X_fit, _ = data.load(dataset, "train", task=task)
-        atk.fit(X_fit[:min(2000, len(X_fit))].to(device))
+        atk.fit(X_fit[: min(2000, len(X_fit))].to(device))
         extra["fooling_rate_fit"] = atk.fooling_rate
     pieces, rho = [], []
     for i in range(0, n, args.batch_size):
-        pieces.append(atk(X[i:i + args.batch_size], y[i:i + args.batch_size]))
+        pieces.append(atk(X[i : i + args.batch_size], y[i : i + args.batch_size]))
         if args.attack == "deepfool":
             rho.append(atk.rho[atk.success])
     X_adv = torch.cat(pieces) if pieces else X.clone()
@@ -133,13 +154,18 @@ def attack(args) -> int:
     delta = (X_adv - X).flatten(1)
     attacked = correct if correct.any() else torch.ones_like(correct)
     result = {
-        "attack": args.attack, "settings": repr(atk), "dataset": dataset, "n": n,
+        "attack": args.attack,
+        "settings": repr(atk),
+        "dataset": dataset,
+        "n": n,
         "clean_accuracy": float(correct.float().mean()),
         "adversarial_accuracy": float((correct & (pred_adv == y)).float().mean()),
         "success_rate": float((pred_adv[correct] != y[correct]).float().mean()) if correct.any() else 0.0,
         "mean_l2": float(delta.norm(dim=1)[attacked].mean()),
         "mean_linf": float(delta.abs().amax(1)[attacked].mean()),
-        "seconds": seconds, "ms_per_image": 1000 * seconds / max(n, 1), **extra,
+        "seconds": seconds,
+        "ms_per_image": 1000 * seconds / max(n, 1),
+        **extra,
     }
     if args.attack == "deepfool":
         rho = torch.cat(rho)
@@ -148,26 +174,48 @@ def attack(args) -> int:
         result["fooling_rate"] = float((pred_adv != pred).float().mean())
 
     from safetensors.torch import save
-    tensors = {"x": X.cpu().contiguous(), "x_adv": X_adv.cpu().contiguous(), "y": y.cpu(), "pred": pred.cpu(),
-               "pred_adv": pred_adv.cpu()}
+
+    tensors = {
+        "x": X.cpu().contiguous(),
+        "x_adv": X_adv.cpu().contiguous(),
+        "y": y.cpu(),
+        "pred": pred.cpu(),
+        "pred_adv": pred_adv.cpu(),
+    }
     atomic_write(out / "adversarial.safetensors", lambda f: f.write(save(tensors)))
     atomic_write(out / "attack.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     from ..attacks.plots import plot_examples, plot_universal
-    title = f"{args.attack} on {run.name}: accuracy {result['clean_accuracy']:.3f} -> {result['adversarial_accuracy']:.3f}"
+
+    title = (
+        f"{args.attack} on {run.name}: accuracy {result['clean_accuracy']:.3f} -> {result['adversarial_accuracy']:.3f}"
+    )
     show = correct.nonzero().squeeze(1)[:8] if correct.any() else torch.arange(min(8, n))
     try:  # the numbers are saved already; a figure the disk refuses is one line, not a traceback
         plot_examples(X[show], X_adv[show], y[show], pred[show], pred_adv[show], out / "attack.png", title=title)
         if args.attack == "universal":
-            plot_universal(atk.perturbation, X[:6], pred[:6], pred_adv[:6], out / "universal.png",
-                           title=f"fooling rate {result['fooling_rate']:.3f}")
+            plot_universal(
+                atk.perturbation,
+                X[:6],
+                pred[:6],
+                pred_adv[:6],
+                out / "universal.png",
+                title=f"fooling rate {result['fooling_rate']:.3f}",
+            )
     except OSError as err:
-        raise UserError(f"cannot write the figure in {out}: {err.strerror or err} (the numbers are in "
-                        f"{out / 'attack.json'})") from None
+        raise UserError(
+            f"cannot write the figure in {out}: {err.strerror or err} (the numbers are in {out / 'attack.json'})"
+        ) from None
 
-    rows = [("attack", args.attack), ("points", str(n)), ("clean accuracy", f"{result['clean_accuracy']:.4f}"),
-            ("adversarial accuracy", f"{result['adversarial_accuracy']:.4f}"),
-            ("success rate", f"{result['success_rate']:.4f}"), ("mean l2", f"{result['mean_l2']:.4f}"),
-            ("mean linf", f"{result['mean_linf']:.4f}"), ("seconds", f"{seconds:.2f}")]
+    rows = [
+        ("attack", args.attack),
+        ("points", str(n)),
+        ("clean accuracy", f"{result['clean_accuracy']:.4f}"),
+        ("adversarial accuracy", f"{result['adversarial_accuracy']:.4f}"),
+        ("success rate", f"{result['success_rate']:.4f}"),
+        ("mean l2", f"{result['mean_l2']:.4f}"),
+        ("mean linf", f"{result['mean_linf']:.4f}"),
+        ("seconds", f"{seconds:.2f}"),
+    ]
     rows += [(k.replace("_", " "), f"{result[k]:.4f}") for k in ("rho_adv", "fooling_rate") if k in result]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -1,4 +1,5 @@
 """`robustrep train MODEL`: train any registered model; its hyper-parameters become flags."""
+
 from __future__ import annotations
 
 import inspect
@@ -39,21 +40,35 @@ def model_hparams(name: str) -> dict:
 
 def add_training_options(p) -> None:
     from ..options import add_common_options
+
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(data.NAMES)} (default mnist)")
     p.add_argument("--task", default=None, help="label task where a data set has several (color-mnist: digit|color)")
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="passes over the training set (default 10; with --resume, a new total)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="passes over the training set (default 10; with --resume, a new total)"
+    )
     p.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="learning rate of every optimiser the model does not set itself (default 1e-3)")
-    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
-                   help="learning-rate schedule over the run (default constant)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of every optimiser the model does not set itself (default 1e-3)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        default="constant",
+        choices=LR_SCHEDULES,
+        help="learning-rate schedule over the run (default constant)",
+    )
     p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps (default 0)")
     p.add_argument("--grad-clip", type=float, default=None, help="clip each step's gradient norm to this (default off)")
-    p.add_argument("--ema-decay", type=float, default=None,
-                   help="keep an exponential moving average of the weights with this decay, e.g. 0.999 "
-                   "(saved as ema.safetensors; default off)")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="keep an exponential moving average of the weights with this decay, e.g. 0.999 "
+        "(saved as ema.safetensors; default off)",
+    )
     p.add_argument("--subset", type=int, default=0, help="train on a fixed random N training images (0: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--config", default=None, help="YAML file of flag values (names as in --help, with _ for -)")
@@ -62,8 +77,12 @@ def add_training_options(p) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model", description="Train a model; writes a run folder "
-                       "(config.yaml, model.safetensors, metrics.jsonl, checkpoint/). MODEL --help lists its options.")
+    p = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model; writes a run folder "
+        "(config.yaml, model.safetensors, metrics.jsonl, checkpoint/). MODEL --help lists its options.",
+    )
     which = p.add_subparsers(dest="model", metavar="MODEL", parser_class=type(p))
     for name in sorted(models.MODELS):
         cls, _ = models.MODELS[name]
@@ -73,8 +92,13 @@ def register(sub) -> None:
         for key, default in model_hparams(name).items():
             kind = _parse_bool if isinstance(default, bool) else type(default)
             explain = getattr(cls, "HPARAM_HELP", {}).get(key, "")
-            group.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=default,
-                               help=f"{explain} (default {default})".strip())
+            group.add_argument(
+                f"--{key.replace('_', '-')}",
+                dest=key,
+                type=kind,
+                default=default,
+                help=f"{explain} (default {default})".strip(),
+            )
         add_training_options(mp)
         mp.set_defaults(func=train)
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -112,9 +136,16 @@ def train(args) -> int:
     else:
         _apply_config_file(args)
         name = args.model
-        settings = {"dataset": args.dataset, "task": args.task, "epochs": 10 if args.epochs is None else args.epochs,
-                    "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "subset": args.subset,
-                    **{k: getattr(args, k) for k in LOOP_SETTINGS}}
+        settings = {
+            "dataset": args.dataset,
+            "task": args.task,
+            "epochs": 10 if args.epochs is None else args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "subset": args.subset,
+            **{k: getattr(args, k) for k in LOOP_SETTINGS},
+        }
         hparams = {k: getattr(args, k) for k in model_hparams(name)}
     # the values the loop reads, checked before the data are loaded (fit checks them again for the API)
     validate.output_dir(out, "--out")
@@ -135,13 +166,28 @@ def train(args) -> int:
     seed_everything(settings["seed"])
     model = models.build(name, **hparams)
     config = {"model": name, "hparams": hparams, "training": settings}
-    history = fit(model, X, y, epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
-                  run_dir=out, seed=settings["seed"], device=resolve_device(args.device), resume=args.resume,
-                  progress=not args.no_progress, config=config,
-                  **{k: settings[k] for k in LOOP_SETTINGS if settings.get(k) is not None})
+    history = fit(
+        model,
+        X,
+        y,
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        run_dir=out,
+        seed=settings["seed"],
+        device=resolve_device(args.device),
+        resume=args.resume,
+        progress=not args.no_progress,
+        config=config,
+        **{k: settings[k] for k in LOOP_SETTINGS if settings.get(k) is not None},
+    )
     if is_main_process():
         last = history[-1] if history else {}
-        summary = {"run": str(out), "epochs": settings["epochs"], "train_seconds": train_seconds(history),
-                   **{k: round(v, 4) for k, v in last.items() if isinstance(v, float) and k != "seconds"}}
+        summary = {
+            "run": str(out),
+            "epochs": settings["epochs"],
+            "train_seconds": train_seconds(history),
+            **{k: round(v, 4) for k, v in last.items() if isinstance(v, float) and k != "seconds"},
+        }
         print(yaml.safe_dump(summary, sort_keys=False).strip())
     return 0

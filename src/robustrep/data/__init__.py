@@ -1,10 +1,11 @@
 """Data sets. `load(name, split)` is the door in: images as float32 [N, C, H, W] in [0, 1], labels int64.
 
-    X, y = rr.data.load("mnist", split="train")                     # [60000, 1, 28, 28]
-    X, y = rr.data.load("color-mnist", split="test", task="color")  # [70000, 3, 28, 28], a lazy view
-    X, y = rr.data.load("digits", split="train")                    # sklearn 8x8, for fast tests
-    X, y = rr.data.load("celeba", split="test", task="Smiling")     # a user's local copy, 64x64, lazy
+X, y = rr.data.load("mnist", split="train")                     # [60000, 1, 28, 28]
+X, y = rr.data.load("color-mnist", split="test", task="color")  # [70000, 3, 28, 28], a lazy view
+X, y = rr.data.load("digits", split="train")                    # sklearn 8x8, for fast tests
+X, y = rr.data.load("celeba", split="test", task="Smiling")     # a user's local copy, 64x64, lazy
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -98,8 +99,13 @@ def _entry(name: str, task: str | None) -> tuple[Dataset, str]:
     return entry, task
 
 
-def load(name: str, split: str = "train", task: str | None = None, root: str | None = None,
-         device: str | torch.device | None = None):
+def load(
+    name: str,
+    split: str = "train",
+    task: str | None = None,
+    root: str | None = None,
+    device: str | torch.device | None = None,
+):
     """Return (X, y) for data set `name` and `split` ("train" or "test").
 
     `task` picks the labels where a data set has several ("digit" or "color" for color-mnist).

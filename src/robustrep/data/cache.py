@@ -1,4 +1,5 @@
 """Where data sets are cached, and atomic writes (temp file, fsync, rename) so a killed write is never used."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,13 +4,15 @@ corners of the RGB cube, so the data set is 7x MNIST with two tasks, `digit` and
 The images are a lazy view: only the uint8 digits are stored, and an indexed batch is coloured on
 the fly (no 7x float copy in memory).
 """
+
 from __future__ import annotations
 
 import torch
 
 # the 7 non-black corners of the RGB cube, in a fixed order (the `color` task's labels 0..6)
-COLORS = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]],
-                      dtype=torch.float32)
+COLORS = torch.tensor(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=torch.float32
+)
 COLOR_NAMES = ["red", "green", "blue", "yellow", "magenta", "cyan", "white"]
 
 
@@ -24,9 +26,9 @@ class ColoredDigits:
     dtype = torch.float32
 
     def __init__(self, digits_uint8: torch.Tensor, items: torch.Tensor | None = None):
-        self.digits = digits_uint8            # [N, H, W] uint8
+        self.digits = digits_uint8  # [N, H, W] uint8
         self.colors = COLORS.to(digits_uint8.device)
-        self.items = items                    # optional [M] indices into the full 7N items
+        self.items = items  # optional [M] indices into the full 7N items
 
     @property
     def shape(self) -> torch.Size:
@@ -40,11 +42,11 @@ class ColoredDigits:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def to(self, device) -> "ColoredDigits":
+    def to(self, device) -> ColoredDigits:
         items = None if self.items is None else self.items.to(device)
         return ColoredDigits(self.digits.to(device), items)
 
-    def subset(self, index: torch.Tensor) -> "ColoredDigits":
+    def subset(self, index: torch.Tensor) -> ColoredDigits:
         """A lazy view of the items at `index` (no images are made)."""
         index = torch.as_tensor(index, device=self.digits.device)
         return ColoredDigits(self.digits, index if self.items is None else self.items[index])
@@ -58,8 +60,8 @@ class ColoredDigits:
         if self.items is not None:
             index = self.items[index]
         n, c = index // len(COLORS), index % len(COLORS)
-        gray = self.digits[n].to(torch.float32).div_(255.0)           # [B, H, W]
-        return gray[:, None] * self.colors[c][:, :, None, None]       # [B, 3, H, W]
+        gray = self.digits[n].to(torch.float32).div_(255.0)  # [B, H, W]
+        return gray[:, None] * self.colors[c][:, :, None, None]  # [B, 3, H, W]
 
 
 def colored(digits_uint8: torch.Tensor, labels: torch.Tensor, task: str):

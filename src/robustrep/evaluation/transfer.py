@@ -8,6 +8,7 @@ Examples are crafted from every point (not only those the source gets right), as
     >>> m = transfer_matrix({"mlp": mlp, "cnn": cnn}, x, y, lambda f: rr.attacks.PGD(f, eps=0.1))
     >>> m["accuracy"]       # [[acc of mlp on mlp's examples, acc of cnn on mlp's], [...]]
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -20,8 +21,13 @@ from ..errors import UserError
 from ..utils import check_images, check_labels
 
 
-def transfer_matrix(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                    make_attack: Callable[[nn.Module], Attack], batch_size: int = 1000) -> dict:
+def transfer_matrix(
+    models: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    make_attack: Callable[[nn.Module], Attack],
+    batch_size: int = 1000,
+) -> dict:
     """Returns a dict: `names` [M]; `clean` [M] (accuracy on x); `accuracy` [M][M] (row: source,
     column: target); `l2`, `linf` [M] (mean perturbation norms of each source's examples) and
     `rmsd` [M] (root mean squared pixel change, the paper's first column)."""
@@ -30,11 +36,18 @@ def transfer_matrix(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.T
     check_images(x, "x")
     check_labels(y, len(x), "y")
     names = list(models)
-    result = {"names": names, "n": len(x), "accuracy": [], "l2": [], "linf": [], "rmsd": [],
-              "clean": [float((predict(models[n], x) == y).float().mean()) for n in names]}
+    result = {
+        "names": names,
+        "n": len(x),
+        "accuracy": [],
+        "l2": [],
+        "linf": [],
+        "rmsd": [],
+        "clean": [float((predict(models[n], x) == y).float().mean()) for n in names],
+    }
     for source in names:
         atk = make_attack(models[source])
-        x_adv = torch.cat([atk(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        x_adv = torch.cat([atk(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
         delta = (x_adv - x).flatten(1)
         result["l2"].append(float(delta.norm(dim=1).mean()))
         result["linf"].append(float(delta.abs().amax(1).mean()))

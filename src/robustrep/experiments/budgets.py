@@ -1,13 +1,19 @@
 """The two budgets every reproduction has, `--quick` (minutes on a CPU) and the full one, and the
 flags that override any of their settings."""
+
 from __future__ import annotations
 
 
 def add_budget_arguments(parser, budgets: dict[str, dict]) -> None:
     """One `--key` flag per setting of the budgets, typed like the quick default; None = not given."""
     for key, default in budgets["quick"].items():
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=type(default), default=None,
-                            help=f"override (quick {default}, full {budgets['full'][key]})")
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=type(default),
+            default=None,
+            help=f"override (quick {default}, full {budgets['full'][key]})",
+        )
 
 
 def budget_settings(args, budgets: dict[str, dict]) -> dict:

@@ -2,13 +2,14 @@
 a smooth encoder with the same architecture, seed and budget; fit a linear probe on each frozen
 encoder mean; attack both composed classifiers end to end with l_inf PGD (100 steps, 10 restarts)
 at radii 0.01, 0.1, 0.2, 0.3. Writes results.json, robustness.png (Figure 5) and examples.png
-(Figure 1: x, g(f(x)), x + d, g(f(x + d))) and report.html with all of it. Killed runs continue where they stopped when run again
-with the same --out.
+(Figure 1: x, g(f(x)), x + d, g(f(x + d))) and report.html with all of it. Killed runs continue where
+they stopped when run again with the same --out.
 
 --attack pgd,ensemble adds AutoAttack's APGD-CE, APGD-T and Square on the points PGD left (each attack's
 accuracy in models.NAME.by_attack); --certify-radii adds certified accuracy of probe(mu(x)) by the dual
 and interval bounds (results.json "certified").
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,11 @@ import torch
 
 from .. import data, models, plots, report, validate
 from ..attacks import PGD, Ensemble, predict
-from ..options import parse_radii
 from ..errors import UserError
 from ..evaluation import clean_accuracy
 from ..evaluation.pointwise import certified_points, survivors
-from ..evaluation.probe import (ProbedEncoder, certifiable_network, load_probe, save_probe,
-                                train_probe)
+from ..evaluation.probe import ProbedEncoder, certifiable_network, load_probe, save_probe, train_probe
+from ..options import parse_radii
 from ..runs import load_weights, read_metrics, read_yaml
 from ..training import fit, train_seconds
 from ..utils import atomic_write, resolve_device, seed_everything
@@ -36,35 +36,76 @@ HELP = "VAE vs smooth encoder: adversarial accuracy of a linear probe (Cemgil et
 
 # --quick: MNIST in about 10 minutes on 2 CPU cores. Full: the paper's settings as far as a CPU allows.
 BUDGETS = {
-    "quick": dict(epochs=10, subset=0, latent_dim=32, obs_var=0.01, gamma=300.0, select_eps=0.2, select_steps=10,
-                  n_eval=1000, attack_steps=100, restarts=10, ensemble_queries=5000),
-    "full": dict(epochs=20, subset=0, latent_dim=32, obs_var=0.01, gamma=300.0, select_eps=0.2, select_steps=20,
-                 n_eval=10000, attack_steps=100, restarts=10, ensemble_queries=5000),
+    "quick": dict(
+        epochs=10,
+        subset=0,
+        latent_dim=32,
+        obs_var=0.01,
+        gamma=300.0,
+        select_eps=0.2,
+        select_steps=10,
+        n_eval=1000,
+        attack_steps=100,
+        restarts=10,
+        ensemble_queries=5000,
+    ),
+    "full": dict(
+        epochs=20,
+        subset=0,
+        latent_dim=32,
+        obs_var=0.01,
+        gamma=300.0,
+        select_eps=0.2,
+        select_steps=20,
+        n_eval=10000,
+        attack_steps=100,
+        restarts=10,
+        ensemble_queries=5000,
+    ),
 }
 RADII = (0.01, 0.1, 0.2, 0.3)
-ATTACKS = ("pgd", "ensemble")   # --attack: the paper's PGD; AutoAttack's APGD-CE, APGD-T, Square
+ATTACKS = ("pgd", "ensemble")  # --attack: the paper's PGD; AutoAttack's APGD-CE, APGD-T, Square
 CERTIFY_METHODS = ("dual", "ibp")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--dataset", default="mnist", choices=("mnist", "color-mnist", "digits"),
-                   help="mnist (default), color-mnist (Figure 4) or digits (a tiny smoke test)")
+    p.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=("mnist", "color-mnist", "digits"),
+        help="mnist (default), color-mnist (Figure 4) or digits (a tiny smoke test)",
+    )
     p.add_argument("--task", default=None, help="probe task: digit (default) or color for color-mnist")
     p.add_argument("--arch", default="mlp", choices=("mlp", "conv"), help="encoder/decoder architecture")
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--radii", default=",".join(map(str, RADII)), help="attack radii (default 0.01,0.1,0.2,0.3)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    p.add_argument("--attack", default="pgd", help="pgd (default), ensemble (APGD-CE, APGD-T, Square), or both as "
-                   "pgd,ensemble: each is reported; the ensemble then attacks the points PGD left")
-    p.add_argument("--certify-radii", default="", help="also certify probe(mu(x)) at these l_inf radii with the dual "
-                   "and interval bounds, e.g. 0.005,0.01,0.02,0.05 (default: no certification)")
+    p.add_argument(
+        "--attack",
+        default="pgd",
+        help="pgd (default), ensemble (APGD-CE, APGD-T, Square), or both as "
+        "pgd,ensemble: each is reported; the ensemble then attacks the points PGD left",
+    )
+    p.add_argument(
+        "--certify-radii",
+        default="",
+        help="also certify probe(mu(x)) at these l_inf radii with the dual "
+        "and interval bounds, e.g. 0.005,0.01,0.02,0.05 (default: no certification)",
+    )
 
 
 def settings_from(args) -> dict:
     s = budget_settings(args, BUDGETS)
-    s.update(dataset=args.dataset, task=args.task or "digit", arch=args.arch, batch_size=args.batch_size,
-             seed=args.seed, radii=parse_radii(args.radii, "--radii"), attacks=_parse_attacks(args.attack),
-             certify_radii=parse_radii(args.certify_radii, "--certify-radii") if args.certify_radii.strip() else [])
+    s.update(
+        dataset=args.dataset,
+        task=args.task or "digit",
+        arch=args.arch,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        radii=parse_radii(args.radii, "--radii"),
+        attacks=_parse_attacks(args.attack),
+        certify_radii=parse_radii(args.certify_radii, "--certify-radii") if args.certify_radii.strip() else [],
+    )
     validate.nonnegative(s["ensemble_queries"], "--ensemble-queries", integer=True)
     for key in ("epochs", "restarts", "batch_size"):
         validate.positive(s[key], f"--{key.replace('_', '-')}", integer=True)
@@ -81,14 +122,15 @@ def _parse_attacks(text: str) -> list[str]:
     names = [a.strip() for a in str(text).split(",") if a.strip()]
     if not names or len(set(names)) != len(names) or not set(names) <= set(ATTACKS):
         raise UserError(f"--attack takes pgd, ensemble or pgd,ensemble, got {text!r}")
-    return [a for a in ATTACKS if a in names]      # PGD first: the ensemble then takes the points it left
+    return [a for a in ATTACKS if a in names]  # PGD first: the ensemble then takes the points it left
 
 
 def _model_hparams(s: dict, input_shape) -> dict[str, dict]:
     common = dict(input_shape=list(input_shape), latent_dim=s["latent_dim"], arch=s["arch"], obs_var=s["obs_var"])
-    return {"vae": dict(common),
-            "se": dict(common, gamma=s["gamma"], select="pgd", select_eps=s["select_eps"],
-                       select_steps=s["select_steps"])}
+    return {
+        "vae": dict(common),
+        "se": dict(common, gamma=s["gamma"], select="pgd", select_eps=s["select_eps"], select_steps=s["select_steps"]),
+    }
 
 
 def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> tuple[torch.nn.Module, float]:
@@ -96,14 +138,31 @@ def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> tup
     its training wall time, resumed parts included. A model trained with other settings is never reused."""
     seed_everything(s["seed"])
     model = models.build(name, **hparams)
-    config = {"model": name, "hparams": hparams,
-              "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")} | {"lr": 1e-3, "task": s["task"]}}
+    config = {
+        "model": name,
+        "hparams": hparams,
+        "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")}
+        | {"lr": 1e-3, "task": s["task"]},
+    }
     if (run_dir / "config.yaml").exists() and read_yaml(run_dir / "config.yaml") != config:
         raise UserError(f"{run_dir} holds a {name} trained with other settings: choose a new --out or delete it")
     if (run_dir / "model.safetensors").exists():
-        return load_weights(model, run_dir / "model.safetensors").to(device).eval(), train_seconds(read_metrics(run_dir))
-    history = fit(model, X, epochs=s["epochs"], batch_size=s["batch_size"], lr=1e-3, run_dir=run_dir, seed=s["seed"],
-                  device=device, resume=(run_dir / "config.yaml").exists(), progress=progress, config=config)
+        return load_weights(model, run_dir / "model.safetensors").to(device).eval(), train_seconds(
+            read_metrics(run_dir)
+        )
+    history = fit(
+        model,
+        X,
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        lr=1e-3,
+        run_dir=run_dir,
+        seed=s["seed"],
+        device=device,
+        resume=(run_dir / "config.yaml").exists(),
+        progress=progress,
+        config=config,
+    )
     return model, train_seconds(history)
 
 
@@ -123,11 +182,11 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     state.setdefault("models", {})
     state.setdefault("seconds_before", 0.0)
 
-    Xl, yl = data.load(s["dataset"], "train", task=s["task"])          # the probe sees all training labels
-    X, _ = data.random_subset(Xl, None, s["subset"], s["seed"])        # a fixed random subset to train on
+    Xl, yl = data.load(s["dataset"], "train", task=s["task"])  # the probe sees all training labels
+    X, _ = data.random_subset(Xl, None, s["subset"], s["seed"])  # a fixed random subset to train on
     Xt, yt = data.load(s["dataset"], "test", task=s["task"])
-    Xe, ye = data.random_subset(Xt, yt, s["n_eval"], s["seed"])          # a fixed random test subset
-    Xe, ye = Xe[:].to(device), ye.to(device)                             # [:] makes real images of a lazy view
+    Xe, ye = data.random_subset(Xt, yt, s["n_eval"], s["seed"])  # a fixed random test subset
+    Xe, ye = Xe[:].to(device), ye.to(device)  # [:] makes real images of a lazy view
     n_eval = len(Xe)
     num_classes = data.num_classes(s["dataset"], s["task"])
 
@@ -147,64 +206,105 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         r["nominal"] = clean_accuracy(classifier, Xe, ye)
         if r["nominal"] < 1.5 / num_classes:
             # a collapsed encoder (mu constant in x) is trivially "robust": say so instead of reporting it quietly
-            r["warning"] = (f"nominal accuracy {r['nominal']:.3f} is at chance: the {name} encoder collapsed, so its "
-                            "adversarial accuracies say nothing about robustness (lower gamma or the learning rate)")
+            r["warning"] = (
+                f"nominal accuracy {r['nominal']:.3f} is at chance: the {name} encoder collapsed, so its "
+                "adversarial accuracies say nothing about robustness (lower gamma or the learning rate)"
+            )
             print(f"warning: {r['warning']}", file=sys.stderr)
         for eps in s["radii"]:
             if str(eps) in r["adversarial"]:
                 continue
             t0 = time.perf_counter()
             seed_everything(s["seed"])
-            left = None                                   # each attack works on the points the earlier ones left
+            left = None  # each attack works on the points the earlier ones left
             for attack in s.get("attacks", ["pgd"]):
-                atk = (PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"]) if attack == "pgd"
-                       else Ensemble(classifier, eps=eps, steps=s["attack_steps"], queries=s["ensemble_queries"]))
+                atk = (
+                    PGD(classifier, eps=eps, steps=s["attack_steps"], restarts=s["restarts"])
+                    if attack == "pgd"
+                    else Ensemble(classifier, eps=eps, steps=s["attack_steps"], queries=s["ensemble_queries"])
+                )
                 left = survivors(classifier, Xe, ye, atk, among=left, batch_size=500, progress=progress)
                 r.setdefault("by_attack", {}).setdefault(attack, {})[str(eps)] = int(left.sum()) / n_eval
             r["adversarial"][str(eps)] = r["by_attack"][s.get("attacks", ["pgd"])[0]][str(eps)]
             r.setdefault("attack_seconds", {})[str(eps)] = round(time.perf_counter() - t0, 1)
-            print(f"{name}: eps {eps}: adversarial accuracy {r['adversarial'][str(eps)]:.4f} "
-                  f"(nominal {r['nominal']:.4f}, {r['attack_seconds'][str(eps)]:.0f} s)", file=sys.stderr)
+            print(
+                f"{name}: eps {eps}: adversarial accuracy {r['adversarial'][str(eps)]:.4f} "
+                f"(nominal {r['nominal']:.4f}, {r['attack_seconds'][str(eps)]:.0f} s)",
+                file=sys.stderr,
+            )
             _save_state(partial_path, state, t_start)
         if s.get("certify_radii") and "certified" not in r:
             t0 = time.perf_counter()
             net = certifiable_network(model, probe)
-            r["certified"] = {m: {str(e): int(certified_points(net, Xe, ye, e, m).sum()) / n_eval
-                                  for e in s["certify_radii"]} for m in CERTIFY_METHODS}
+            r["certified"] = {
+                m: {str(e): int(certified_points(net, Xe, ye, e, m).sum()) / n_eval for e in s["certify_radii"]}
+                for m in CERTIFY_METHODS
+            }
             r["certified"]["seconds"] = round(time.perf_counter() - t0, 1)
             _save_state(partial_path, state, t_start)
 
     seconds = state["seconds_before"] + time.perf_counter() - t_start
-    results = {"dataset": s["dataset"], "task": s["task"], "arch": s["arch"],
-               "attack": _describe(s.get("attacks", ["pgd"])[0], s),
-               "attacks": {a: _describe(a, s) for a in s.get("attacks", ["pgd"])},
-               "n_eval": n_eval, "settings": s,
-               "models": {k: {"nominal": v["nominal"], "adversarial": v["adversarial"],
-                              "train_seconds": v.get("train_seconds"), "attack_seconds": v.get("attack_seconds", {}),
-                              "by_attack": v.get("by_attack", {}),
-                              **({"warning": v["warning"]} if "warning" in v else {})}
-                          for k, v in state["models"].items()},
-               "seconds": round(seconds, 1)}
+    results = {
+        "dataset": s["dataset"],
+        "task": s["task"],
+        "arch": s["arch"],
+        "attack": _describe(s.get("attacks", ["pgd"])[0], s),
+        "attacks": {a: _describe(a, s) for a in s.get("attacks", ["pgd"])},
+        "n_eval": n_eval,
+        "settings": s,
+        "models": {
+            k: {
+                "nominal": v["nominal"],
+                "adversarial": v["adversarial"],
+                "train_seconds": v.get("train_seconds"),
+                "attack_seconds": v.get("attack_seconds", {}),
+                "by_attack": v.get("by_attack", {}),
+                **({"warning": v["warning"]} if "warning" in v else {}),
+            }
+            for k, v in state["models"].items()
+        },
+        "seconds": round(seconds, 1),
+    }
     if s.get("certify_radii"):
         # l_inf balls intersected with [0, 1] (the set every attack searches), bounds of rr.certify.margin_bounds
-        results["certified"] = {"methods": list(CERTIFY_METHODS), "input_bounds": [0.0, 1.0],
-                                **{k: v["certified"] for k, v in state["models"].items()}}
+        results["certified"] = {
+            "methods": list(CERTIFY_METHODS),
+            "input_bounds": [0.0, 1.0],
+            **{k: v["certified"] for k, v in state["models"].items()},
+        }
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     title = f"{s['dataset']} ({s['arch']}, task {s['task']}, L={s['select_steps']}, sel. eps {s['select_eps']})"
     plots.robustness_curve(results, out / "robustness.png", title)
-    _examples_figure(classifiers, Xe, ye, out / "examples.png", eps=0.1 if 0.1 in s["radii"] else s["radii"][0],
-                     steps=s["attack_steps"], seed=s["seed"])
+    _examples_figure(
+        classifiers,
+        Xe,
+        ye,
+        out / "examples.png",
+        eps=0.1 if 0.1 in s["radii"] else s["radii"][0],
+        steps=s["attack_steps"],
+        seed=s["seed"],
+    )
     radii = [str(r) for r in s["radii"]]
-    rows = [[name.upper(), f"{100 * r['nominal']:.1f}%"] + [f"{100 * r['adversarial'][e]:.1f}%" for e in radii]
-            for name, r in results["models"].items()]
-    rows += [[f"{name.upper()} ({attack})", ""] + [f"{100 * acc[e]:.1f}%" for e in radii]
-             for name, r in results["models"].items() for attack, acc in list(r["by_attack"].items())[1:]]
-    report.write_html(out / "report.html", f"Smooth encoders vs VAE: {title}",
-                      f"Linear probe on the frozen encoder mean, attacked end to end with l_inf PGD "
-                      f"({s['attack_steps']} steps, {s['restarts']} restarts) on {n_eval} test points; "
-                      f"wall time {results['seconds']:.0f} s.",
-                      ["model", "nominal"] + [f"eps {e}" for e in radii], rows,
-                      [out / "robustness.png", out / "examples.png"], s)
+    rows = [
+        [name.upper(), f"{100 * r['nominal']:.1f}%"] + [f"{100 * r['adversarial'][e]:.1f}%" for e in radii]
+        for name, r in results["models"].items()
+    ]
+    rows += [
+        [f"{name.upper()} ({attack})", ""] + [f"{100 * acc[e]:.1f}%" for e in radii]
+        for name, r in results["models"].items()
+        for attack, acc in list(r["by_attack"].items())[1:]
+    ]
+    report.write_html(
+        out / "report.html",
+        f"Smooth encoders vs VAE: {title}",
+        f"Linear probe on the frozen encoder mean, attacked end to end with l_inf PGD "
+        f"({s['attack_steps']} steps, {s['restarts']} restarts) on {n_eval} test points; "
+        f"wall time {results['seconds']:.0f} s.",
+        ["model", "nominal"] + [f"eps {e}" for e in radii],
+        rows,
+        [out / "robustness.png", out / "examples.png"],
+        s,
+    )
     _print_table(results)
     return results
 
@@ -212,8 +312,16 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
 def _describe(attack: str, s: dict) -> dict:
     if attack == "pgd":
         return {"name": "pgd", "norm": "linf", "steps": s["attack_steps"], "restarts": s["restarts"]}
-    return {"name": "ensemble", "norm": "linf", "stages": ["apgd-ce", "apgd-t", "square"], "steps": s["attack_steps"],
-            "restarts": 1, "targets": 9, "queries": s["ensemble_queries"], "after_pgd": "pgd" in s.get("attacks", [])}
+    return {
+        "name": "ensemble",
+        "norm": "linf",
+        "stages": ["apgd-ce", "apgd-t", "square"],
+        "steps": s["attack_steps"],
+        "restarts": 1,
+        "targets": 9,
+        "queries": s["ensemble_queries"],
+        "after_pgd": "pgd" in s.get("attacks", []),
+    }
 
 
 def _save_state(path: Path, state: dict, t_start: float) -> None:
@@ -229,8 +337,14 @@ def _examples_figure(classifiers: dict, X, y, path: Path, eps: float, steps: int
         x_adv = PGD(clf, eps=eps, steps=steps, restarts=1)(x, y[:k])
         with torch.inference_mode():
             enc = clf.encoder
-            rows[name] = {"x": x, "recon": enc.reconstruct(x), "x_adv": x_adv, "recon_adv": enc.reconstruct(x_adv),
-                          "pred": predict(clf, x), "pred_adv": predict(clf, x_adv)}
+            rows[name] = {
+                "x": x,
+                "recon": enc.reconstruct(x),
+                "x_adv": x_adv,
+                "recon_adv": enc.reconstruct(x_adv),
+                "pred": predict(clf, x),
+                "pred_adv": predict(clf, x_adv),
+            }
     plots.attacked_examples(rows, path, title=f"PGD on probe(mu(x)), l_inf eps {eps}: x, g(f(x)), x + d, g(f(x + d))")
 
 

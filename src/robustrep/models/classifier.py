@@ -11,14 +11,15 @@ before the network (an attack defense, not certifiable).
 
     robustrep train classifier --dataset mnist --robust dual --eps 0.1 --out runs/wk
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..certify import EpsilonSchedule, SparsifyingFrontEnd, constrain_l1_, robust_loss
 from .. import validate
+from ..certify import EpsilonSchedule, SparsifyingFrontEnd, constrain_l1_, robust_loss
 from ..errors import UserError
 from .registry import register
 
@@ -30,8 +31,15 @@ def cnn(input_shape, num_classes: int) -> nn.Sequential:
     """A small standard CNN (LeNet-like; >= 99% on MNIST in a few epochs): two 5x5 convolutions (16 and
     32 channels) each with 2x2 max-pooling, a 100-unit layer and the logits. Not certifiable (max-pool)."""
     c, h, w = input_shape
-    convs = nn.Sequential(nn.Conv2d(c, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    convs = nn.Sequential(
+        nn.Conv2d(c, 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    )
     with torch.no_grad():
         flat = convs(torch.zeros(1, c, h, w)).shape[1]
     return nn.Sequential(*convs, nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, num_classes))
@@ -41,8 +49,13 @@ def wk_conv(input_shape, num_classes: int) -> nn.Sequential:
     """Wong & Kolter's MNIST model (their code's `mnist_model`): two stride-2 4x4 convolutions (16 and 32
     channels), a 100-unit layer and the logits."""
     c, h, w = input_shape
-    convs = nn.Sequential(nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
-                          nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+    convs = nn.Sequential(
+        nn.Conv2d(c, 16, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
     with torch.no_grad():
         flat = convs(torch.zeros(1, c, h, w)).shape[1]
     return nn.Sequential(*convs, nn.Linear(flat, 100), nn.ReLU(), nn.Linear(100, num_classes))
@@ -61,10 +74,21 @@ def mlp(input_shape, num_classes: int, hidden: list[int]) -> nn.Sequential:
 
 @register("classifier")
 class Classifier(nn.Module):
-    def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10, arch: str = "wk-conv",
-                 hidden: str = "100,100", robust: str = "none", eps: float = 0.1, eps_start: float = 0.05,
-                 warmup_epochs: int = 10, l1_gamma: float = 0.0, front_end: str = "none", front_k: int = 0,
-                 projections: int = 0):
+    def __init__(
+        self,
+        input_shape=(1, 28, 28),
+        num_classes: int = 10,
+        arch: str = "wk-conv",
+        hidden: str = "100,100",
+        robust: str = "none",
+        eps: float = 0.1,
+        eps_start: float = 0.05,
+        warmup_epochs: int = 10,
+        l1_gamma: float = 0.0,
+        front_end: str = "none",
+        front_k: int = 0,
+        projections: int = 0,
+    ):
         super().__init__()
         # finite and in range before anything is built (the checks below assume numbers)
         for value, name in ((eps, "eps"), (eps_start, "eps_start"), (l1_gamma, "l1_gamma")):

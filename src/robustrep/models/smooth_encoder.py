@@ -22,6 +22,7 @@ MLP SE of `reproduce smooth-encoders` is still under 0.5 nats at step 200, far a
 over the previous epoch's last steps is compared with `collapse_nats` (0.5 nats, less than a bit, by
 default), and a collapse warns (CollapseWarning) or, with on_collapse="stop", stops the fit.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -56,22 +57,41 @@ def code_nats(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 
 @register("se")
 class SmoothEncoder(VAE):
-    HPARAM_HELP = {**VAE.HPARAM_HELP, "gamma": "coupling strength of the entropic W2 term",
-                   "select": "selection of the fictive point: pgd or random",
-                   "select_eps": "l_inf radius of the selection ball",
-                   "select_steps": "selection iteration budget L", "select_alpha": "selection step (0: 2.5 eps / L)",
-                   "collapse_nats": "warn when the code carries less information than this at an epoch's end (0: off)",
-                   "collapse_warmup": "training steps before the collapse check starts",
-                   "on_collapse": "what a collapse does: warn or stop"}
+    HPARAM_HELP = {
+        **VAE.HPARAM_HELP,
+        "gamma": "coupling strength of the entropic W2 term",
+        "select": "selection of the fictive point: pgd or random",
+        "select_eps": "l_inf radius of the selection ball",
+        "select_steps": "selection iteration budget L",
+        "select_alpha": "selection step (0: 2.5 eps / L)",
+        "collapse_nats": "warn when the code carries less information than this at an epoch's end (0: off)",
+        "collapse_warmup": "training steps before the collapse check starts",
+        "on_collapse": "what a collapse does: warn or stop",
+    }
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
-                 obs_var: float = 1.0, gamma: float = 1.0, select: str = "pgd", select_eps: float = 0.1,
-                 select_steps: int = 20, select_alpha: float = 0.0, collapse_nats: float = 0.5,
-                 collapse_warmup: int = 500, on_collapse: str = "warn"):
+    def __init__(
+        self,
+        input_shape=(1, 28, 28),
+        latent_dim: int = 32,
+        arch: str = "mlp",
+        hidden: int = 200,
+        obs_var: float = 1.0,
+        gamma: float = 1.0,
+        select: str = "pgd",
+        select_eps: float = 0.1,
+        select_steps: int = 20,
+        select_alpha: float = 0.0,
+        collapse_nats: float = 0.5,
+        collapse_warmup: int = 500,
+        on_collapse: str = "warn",
+    ):
         # checked before the VAE's layers are built: a NaN gamma or select_eps used to fail after an epoch
-        settings = (validate.positive(gamma, "gamma", high=1e12), validate.choice(select, "select", SELECTIONS),
-                    validate.nonnegative(select_eps, "select_eps", high=1.0),
-                    validate.nonnegative(select_steps, "select_steps", integer=True, high=10**4))
+        settings = (
+            validate.positive(gamma, "gamma", high=1e12),
+            validate.choice(select, "select", SELECTIONS),
+            validate.nonnegative(select_eps, "select_eps", high=1.0),
+            validate.nonnegative(select_steps, "select_steps", integer=True, high=10**4),
+        )
         select_alpha = validate.nonnegative(select_alpha, "select_alpha", high=1.0)
         self.collapse_nats = validate.nonnegative(collapse_nats, "collapse_nats", high=1e6)
         self.collapse_warmup = validate.nonnegative(collapse_warmup, "collapse_warmup", integer=True, high=10**9)
@@ -92,9 +112,9 @@ class SmoothEncoder(VAE):
             mu_a, var_a = self.encoder(x)
         for _ in range(self.select_steps):
             delta.requires_grad_(True)
-            with torch.enable_grad():                      # selection works inside no_grad callers too
+            with torch.enable_grad():  # selection works inside no_grad callers too
                 mu_b, var_b = self.encoder(x + delta)
-                grad, = torch.autograd.grad(w2_squared(mu_a, var_a, mu_b, var_b).sum(), delta)
+                (grad,) = torch.autograd.grad(w2_squared(mu_a, var_a, mu_b, var_b).sum(), delta)
             with torch.no_grad():
                 delta = LinfBall.project(delta + self.select_alpha * grad.sign(), self.select_eps)
                 delta = (x + delta).clamp(0, 1) - x
@@ -103,7 +123,7 @@ class SmoothEncoder(VAE):
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         self.check_input(x)
         x_sel = self.select(x)
-        mu, var = self.encoder(torch.cat([x, x_sel]))      # one forward pass for both codes
+        mu, var = self.encoder(torch.cat([x, x_sel]))  # one forward pass for both codes
         (mu_a, mu_b), (var_a, var_b) = mu.chunk(2), var.chunk(2)
         e1 = self.data_fidelity(x, mu_a, var_a)
         e2 = 0.5 * (mu_a.pow(2) + var_a + mu_b.pow(2) + var_b).sum(-1)
@@ -112,8 +132,14 @@ class SmoothEncoder(VAE):
         if self.training:
             self._recent_nats.append(nats)
             self._steps += 1
-        return {"loss": (e1 + e2 + wd).mean(), "recon": e1.mean(), "prior": e2.mean(), "wd": wd.mean(),
-                "w2_sel": w2_squared(mu_a, var_a, mu_b, var_b).mean().detach(), "code_nats": nats}
+        return {
+            "loss": (e1 + e2 + wd).mean(),
+            "recon": e1.mean(),
+            "prior": e2.mean(),
+            "wd": wd.mean(),
+            "w2_sel": w2_squared(mu_a, var_a, mu_b, var_b).mean().detach(),
+            "code_nats": nats,
+        }
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """The collapse check, on the last steps of the epoch just finished (none before the warm-up ends)."""
@@ -124,10 +150,12 @@ class SmoothEncoder(VAE):
         self._recent_nats.clear()
         if self._steps < self.collapse_warmup or nats >= self.collapse_nats:
             return
-        message = (f"the smooth encoder collapsed by the end of epoch {epoch}: over its last {steps} steps the code "
-                   f"carried {nats:.3g} nats < collapse_nats {self.collapse_nats:g} (mu nearly constant in x, so a "
-                   "probe on it is at chance and its robustness says nothing); lower gamma, select_eps or the "
-                   "learning rate")
+        message = (
+            f"the smooth encoder collapsed by the end of epoch {epoch}: over its last {steps} steps the code "
+            f"carried {nats:.3g} nats < collapse_nats {self.collapse_nats:g} (mu nearly constant in x, so a "
+            "probe on it is at chance and its robustness says nothing); lower gamma, select_eps or the "
+            "learning rate"
+        )
         if self.on_collapse == "stop":
             raise UserError(message)
         warnings.warn(message, CollapseWarning, stacklevel=2)

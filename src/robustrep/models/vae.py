@@ -5,13 +5,14 @@ Gaussian decoder with scalar observation variance v (MATH.md 2):
 estimated with one reparametrised sample z = mu + sqrt(var) * u. Sum over data and latent
 dimensions per example, mean over the batch.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..divergences import gaussian_nll, kl_standard_normal
 from .. import validate
+from ..divergences import gaussian_nll, kl_standard_normal
 from ..nn import GaussianHead, build_decoder, build_encoder
 from ..nn.blocks import ARCHS
 from ..utils import check_images
@@ -21,12 +22,23 @@ from .registry import register
 @register("beta-vae", beta=4.0)
 @register("vae")
 class VAE(nn.Module):
-    HPARAM_HELP = {"latent_dim": "latent dimensions d", "arch": "encoder/decoder: mlp (4x200 ReLU) or conv",
-                   "hidden": "units per hidden layer", "obs_var": "decoder observation variance v",
-                   "beta": "weight of the KL term (beta-VAE)"}
+    HPARAM_HELP = {
+        "latent_dim": "latent dimensions d",
+        "arch": "encoder/decoder: mlp (4x200 ReLU) or conv",
+        "hidden": "units per hidden layer",
+        "obs_var": "decoder observation variance v",
+        "beta": "weight of the KL term (beta-VAE)",
+    }
 
-    def __init__(self, input_shape=(1, 28, 28), latent_dim: int = 32, arch: str = "mlp", hidden: int = 200,
-                 obs_var: float = 1.0, beta: float = 1.0):
+    def __init__(
+        self,
+        input_shape=(1, 28, 28),
+        latent_dim: int = 32,
+        arch: str = "mlp",
+        hidden: int = 200,
+        obs_var: float = 1.0,
+        beta: float = 1.0,
+    ):
         super().__init__()
         # every value checked before any layer is built: a NaN obs_var used to fail only after an epoch
         self.input_shape = validate.image_shape(input_shape, "input_shape")

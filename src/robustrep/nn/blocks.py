@@ -4,6 +4,7 @@ MLP (Cemgil et al. 2020, C.1): 4 layers of 200 ReLU units in the encoder and in 
 Conv: two stride-2 4x4 convolutions (32, 64 channels) and a 200-unit layer, mirrored in the decoder;
 needs H and W divisible by 4.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,8 +50,15 @@ def build_encoder(arch: str, input_shape, hidden: int = 200, layers: int = 4) ->
     c, h, w = input_shape
     if arch == "mlp":
         return nn.Sequential(nn.Flatten(), *_mlp([c * h * w] + [hidden] * layers)), hidden
-    body = nn.Sequential(nn.Conv2d(c, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), hidden), nn.ReLU())
+    body = nn.Sequential(
+        nn.Conv2d(c, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * (h // 4) * (w // 4), hidden),
+        nn.ReLU(),
+    )
     return body, hidden
 
 
@@ -59,10 +67,20 @@ def build_decoder(arch: str, latent_dim: int, output_shape, hidden: int = 200, l
     _check(arch, output_shape)
     c, h, w = output_shape
     if arch == "mlp":
-        return nn.Sequential(*_mlp([latent_dim] + [hidden] * layers), nn.Linear(hidden, c * h * w),
-                             nn.Sigmoid(), nn.Unflatten(1, (c, h, w)))
-    return nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 64 * (h // 4) * (w // 4)), nn.ReLU(),
-                         nn.Unflatten(1, (64, h // 4, w // 4)),
-                         nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
-                         nn.ConvTranspose2d(32, c, 4, 2, 1), nn.Sigmoid())
+        return nn.Sequential(
+            *_mlp([latent_dim] + [hidden] * layers),
+            nn.Linear(hidden, c * h * w),
+            nn.Sigmoid(),
+            nn.Unflatten(1, (c, h, w)),
+        )
+    return nn.Sequential(
+        nn.Linear(latent_dim, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 64 * (h // 4) * (w // 4)),
+        nn.ReLU(),
+        nn.Unflatten(1, (64, h // 4, w // 4)),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(32, c, 4, 2, 1),
+        nn.Sigmoid(),
+    )
