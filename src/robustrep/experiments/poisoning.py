@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .. import data, models, poisoning, report, validate
+from .. import data, models, plots, poisoning, report, validate
 from ..errors import UserError
 from ..evaluation import clean_accuracy
 from ..runs import load_weights, read_metrics
@@ -308,5 +308,4 @@ def _plot(results: dict, path: Path) -> None:
     ax2.set_title(f"attack success (targeted {s['source']}->{s['target']}; backdoor -> {s['target']})")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=120)

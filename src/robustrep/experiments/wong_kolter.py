@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import data, models, report, validate
+from .. import data, models, plots, report, validate
 from ..attacks import FGSM, PGD
 from ..certify import certified_accuracy
 from ..errors import UserError
@@ -399,8 +399,7 @@ def _plot(results: dict, out: Path) -> None:
             ax.set_title(f"{name}, {results['settings']['dataset']}, eps {results['settings']['eps']}")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "table1.png", dpi=120)
-        plt.close(fig)
+        plots.save_figure(fig, out / "table1.png", dpi=120)
     if "figure6" in results:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for label, curve in results["figure6"]["curves"].items():
@@ -417,8 +416,7 @@ def _plot(results: dict, out: Path) -> None:
         ax.set_title(f"Figure 6 style: {results['figure6']['task']}")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "figure6.png", dpi=120)
-        plt.close(fig)
+        plots.save_figure(fig, out / "figure6.png", dpi=120)
 
 
 def table_rows(results: dict) -> tuple[list[str], list[list]]:
