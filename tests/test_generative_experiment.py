@@ -89,3 +89,12 @@ def test_a_tiny_run_writes_results_figures_and_report(tmp_path, fake_classifier)
     assert main(args) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["models"] == results["models"]
+
+
+def test_the_ema_decay_fits_the_run_length():
+    """0.999 over the quick budget's 282 steps would leave 75% of the initial weights in the average."""
+    from robustrep.experiments.generative import ema_decay
+
+    quick, full = ema_decay(0.999, 282), ema_decay(0.999, 18750)
+    assert quick**282 < 0.01 < 0.999**282  # the quick average forgets its initialisation; 0.999 would not
+    assert full == 0.999  # a long run keeps the configured decay
