@@ -133,7 +133,7 @@ def test_k_sparse_loss_is_the_squared_error_of_the_tied_top_k_reconstruction():
     assert float(z.argmax()) == 1
     assert float(model.loss(x)["loss"].detach()) == pytest.approx(float(expected))
     # reconstruct decodes the k units of training; encode's alpha * k features are for classifiers
-    assert float(((model.reconstruct(x) - x) ** 2).sum()) == pytest.approx(float(expected))
+    assert float(((model.reconstruct(x) - x) ** 2).sum().detach()) == pytest.approx(float(expected))
 
 
 def test_sparse_penalties_by_hand():
