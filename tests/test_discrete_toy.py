@@ -16,7 +16,7 @@ def test_tables_are_distributions_and_the_elbo_matches_loops():
     torch.testing.assert_close(q.sum(1), torch.ones(6, dtype=torch.float64))
     torch.testing.assert_close(p.sum(0), torch.ones(5, dtype=torch.float64))
     mu, sig = model.mu.detach(), model.log_sigma.detach().exp()
-    m, v = model.m.detach(), float(model.log_v.exp())
+    m, v = model.m.detach(), float(model.log_v.detach().exp())
     qq = [[math.exp(math.cos(2 * math.pi * (mu[i] - j / 5)) / sig[i]) for j in range(5)] for i in range(6)]
     qq = [[a / sum(r) for a in r] for r in qq]
     pp = [[math.exp(math.cos(2 * math.pi * (m[j] - i / 6)) / v) for j in range(5)] for i in range(6)]
