@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -19,3 +21,20 @@ def digits():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def _digits_classifier_run(tmp_path_factory):
+    """A small MLP classifier run on digits (3 epochs), trained once for the whole session."""
+    from robustrep.cli import main
+
+    out = tmp_path_factory.mktemp("trained") / "clf"
+    args = ["train", "classifier", "--arch", "mlp", "--hidden", "32", "--dataset", "digits", "--epochs", "3"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(_digits_classifier_run, tmp_path_factory):
+    """A module's own copy of the session's classifier run: commands write into it (evaluation.json, ...)."""
+    return shutil.copytree(_digits_classifier_run, tmp_path_factory.mktemp("runs") / "clf")

@@ -263,32 +263,6 @@ def test_registry_builds_apgd_apgd_t_and_the_ensemble(trained):
     assert make_attack("square", model, eps=0.1).queries == 1000
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "clf"
-    assert (
-        main(
-            [
-                "train",
-                "classifier",
-                "--arch",
-                "mlp",
-                "--hidden",
-                "32",
-                "--dataset",
-                "digits",
-                "--epochs",
-                "3",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    return out
-
-
 def test_attack_and_evaluate_commands_take_apgd_and_the_ensemble(run_dir, tmp_path, capsys):
     out = tmp_path / "apgd"
     assert (

@@ -10,32 +10,6 @@ from robustrep.cli import main
 from robustrep.runs import load_classifier
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "clf"
-    assert (
-        main(
-            [
-                "train",
-                "classifier",
-                "--arch",
-                "mlp",
-                "--hidden",
-                "32",
-                "--dataset",
-                "digits",
-                "--epochs",
-                "3",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    return out
-
-
 @pytest.mark.parametrize(
     "name,extra",
     [("pgd", ["--eps", "0.1", "--steps", "10"]), ("deepfool", []), ("square", ["--eps", "0.1", "--queries", "50"])],

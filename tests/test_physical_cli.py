@@ -49,14 +49,6 @@ def test_reproduce_physical_refuses_bad_values_before_any_work(flags, needle, tm
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "clf"
-    assert main(["train", "classifier", "--arch", "mlp", "--hidden", "32", "--dataset", "digits", "--epochs", "3",
-                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
-    return out
-
-
 @pytest.mark.parametrize("value", ["0", "-3", "x"])
 def test_evaluate_eot_refuses_bad_k(run_dir, value, capsys):
     code, err = _run(["evaluate", str(run_dir), "--eot", value, "--n", "10"], capsys)
