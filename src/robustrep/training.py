@@ -43,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from . import manifest
 from .errors import UserError
 from .runs import save_weights, write_yaml
-from .utils import resolve_device
+from .utils import is_main_process, resolve_device  # noqa: F401  (is_main_process: part of this module's API)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -139,10 +139,6 @@ def distributed() -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def is_main_process() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 class _State:

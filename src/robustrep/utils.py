@@ -41,10 +41,10 @@ check_images = validate.images
 check_labels = validate.labels
 
 
-def _secondary_process() -> bool:
-    """True in a torchrun process other than rank 0 (without importing torch.distributed needlessly)."""
+def is_main_process() -> bool:
+    """False only in a torchrun process other than rank 0 (without importing torch.distributed needlessly)."""
     dist = sys.modules.get("torch.distributed")
-    return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+    return dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
 
 
 # Test hook for the kill test (tests/test_kill_resume.py): ROBUSTREP_KILL_AT_WRITE="N:before|after" makes the
@@ -70,7 +70,7 @@ def atomic_write(path, write) -> None:
     a read-only folder, a folder where the file should be) is a UserError naming the file; the old
     file, if any, is left as it was."""
     path = Path(path)
-    if _secondary_process():
+    if not is_main_process():
         return  # under torchrun only rank 0 writes files; the other ranks compute the same
     tmp = None
     try:
