@@ -557,6 +557,10 @@ ALLOWED = {
     ("--epochs", "zero"),
     ("--collapse-nats", "zero"),
     ("--collapse-warmup", "zero"),
+    # issue 11's levers switched off (reproduce smooth-encoders; `diagnose` refuses 0: a probe per value > 0)
+    ("--gamma-warmup", "zero"),
+    ("--probe-l2", "zero"),
+    ("--probe-noise", "zero"),
     # class 0, a weight or penalty switched off, DDIM's deterministic eta, a fraction 0 (the clean baseline),
     # a stage of 0 epochs (skipped) in the other reproductions
     ("--source", "zero"),
@@ -600,6 +604,11 @@ BASE = {
         "{clf}/certify.json",
     ),
     ("probe",): (["probe", "{vae}"], "{vae}/probe.yaml"),
+    ("diagnose",): (
+        ["diagnose", "{vae}", "--n-eval", "20", "--attack-steps", "2", "--restarts", "1", "--latent-steps", "2"]
+        + ["--radii", "0.1", "--out", "{tmp}/d"],
+        "{tmp}/d/diagnostics.json",
+    ),
     ("data", "fetch"): (["data", "fetch", "digits"], None),
     ("sample",): (["sample", "{vae}", "--n", "4", "--out", "{tmp}/s.png"], "{tmp}/s.png"),
 }

@@ -16,6 +16,8 @@ from ..attacks.base import eval_mode
 from ..errors import UserError
 from ..runs import check_run_dir, load_model, load_weights, read_yaml, save_weights, write_yaml
 
+NOISE_COPIES = 4  # noisy copies of the training codes a `noise` probe is fitted on
+
 
 class ProbedEncoder(nn.Module):
     """x -> probe(mu(x)): the encoder's posterior mean followed by the linear probe.
@@ -75,10 +77,36 @@ def encode_means(model: nn.Module, X, batch_size: int = 2048) -> torch.Tensor:
 
 
 def fit_linear(
-    features: torch.Tensor, y: torch.Tensor, num_classes: int, max_iter: int = 500, chunk: int = 65536
+    features: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    max_iter: int = 500,
+    chunk: int = 65536,
+    l2: float = 0.0,
+    noise: float = 0.0,
+    noise_copies: int = NOISE_COPIES,
+    seed: int = 0,
 ) -> nn.Linear:
-    """Multinomial logistic regression by full-batch L-BFGS (deterministic, converges in seconds)."""
+    """Multinomial logistic regression by full-batch L-BFGS (deterministic, converges in seconds).
+
+    Still a linear classifier, optionally regularised (issue 11's probe lever):
+    `l2` adds l2/2 ||W||_F^2 to the mean cross-entropy (the bias is not penalised); `noise` trains on
+    `noise_copies` copies of the features with N(0, noise^2 I) added (drawn once from `seed`, so the
+    fit stays deterministic), which keeps the probe from leaning with large weights on coordinates
+    whose spread over the data is small next to `noise`."""
+    l2 = validate.nonnegative(l2, "probe l2", high=1e6)
+    noise = validate.nonnegative(noise, "probe noise", high=1e6)
+    noise_copies = validate.positive(noise_copies, "probe noise_copies", integer=True, high=1000)
     features, y = features.detach().clone(), y.detach().clone()  # plain tensors, out of inference mode
+    if noise > 0:
+        g = torch.Generator(device=features.device).manual_seed(seed)
+        features = torch.cat(
+            [
+                features + noise * torch.randn(features.shape, generator=g, device=features.device)
+                for _ in range(noise_copies)
+            ]
+        )
+        y = y.repeat(noise_copies)
     probe = nn.Linear(features.shape[1], num_classes).to(features.device)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
@@ -100,14 +128,23 @@ def fit_linear(
             loss = F.cross_entropy(probe(features[i : i + chunk]), y[i : i + chunk], reduction="sum") / len(features)
             loss.backward()
             total += loss.detach()
+        if l2 > 0:
+            penalty = 0.5 * l2 * probe.weight.pow(2).sum()
+            penalty.backward()
+            total += penalty.detach()
         return total
 
     opt.step(closure)
     return probe.eval()
 
 
-def train_probe(model: nn.Module, X, y: torch.Tensor, num_classes: int | None = None) -> nn.Linear:
-    """Fit the linear probe on the frozen encoder mean of `model`."""
+def train_probe(
+    model: nn.Module, X, y: torch.Tensor, num_classes: int | None = None, l2: float = 0.0, noise: float = 0.0
+) -> nn.Linear:
+    """Fit the linear probe on the frozen encoder mean of `model` (`l2`, `noise`: see fit_linear; the
+    default 0, 0 is the paper's plain cross-entropy probe)."""
+    validate.nonnegative(l2, "probe l2", high=1e6)
+    validate.nonnegative(noise, "probe noise", high=1e6)
     if not hasattr(model, "encode"):
         raise UserError(f"a linear probe needs an encoder (a model with encode(x)), got {type(model).__name__}")
     if num_classes is not None:
@@ -116,7 +153,7 @@ def train_probe(model: nn.Module, X, y: torch.Tensor, num_classes: int | None = 
     if len(X) == 0:
         raise UserError("train_probe needs at least one training image")
     num_classes = num_classes or max(int(y.max()) + 1, 2)
-    return fit_linear(encode_means(model, X), y.to(next(model.parameters()).device), num_classes)
+    return fit_linear(encode_means(model, X), y.to(next(model.parameters()).device), num_classes, l2=l2, noise=noise)
 
 
 def save_probe(run_dir, probe: nn.Linear, info: dict) -> None:

@@ -64,6 +64,12 @@ BUDGETS = {
     ),
 }
 RADII = (0.01, 0.1, 0.2, 0.3)
+# issue 11's levers, off by default: a gamma warm-up (epochs) and a regularised linear probe
+LEVERS = {
+    "gamma_warmup": lambda v, flag: validate.nonnegative(v, flag, integer=True, high=10**6),
+    "probe_l2": lambda v, flag: validate.nonnegative(v, flag, high=1e6),
+    "probe_noise": lambda v, flag: validate.nonnegative(v, flag, high=1e6),
+}
 ATTACKS = ("pgd", "ensemble")  # --attack: the paper's PGD; AutoAttack's APGD-CE, APGD-T, Square
 CERTIFY_METHODS = ("dual", "ibp")
 
@@ -87,6 +93,24 @@ def add_arguments(p) -> None:
         "pgd,ensemble: each is reported; the ensemble then attacks the points PGD left",
     )
     p.add_argument(
+        "--gamma-warmup",
+        type=int,
+        default=0,
+        help="epochs over which the SE's gamma rises linearly to its value (default 0: none)",
+    )
+    p.add_argument(
+        "--probe-l2",
+        type=float,
+        default=0.0,
+        help="l2 penalty on the linear probe's weights (default 0: the paper's plain probe)",
+    )
+    p.add_argument(
+        "--probe-noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise on the codes the linear probe is fitted on, latent units (default 0: none)",
+    )
+    p.add_argument(
         "--certify-radii",
         default="",
         help="also certify probe(mu(x)) at these l_inf radii with the dual "
@@ -107,6 +131,12 @@ def settings_from(args) -> dict:
         certify_radii=parse_radii(args.certify_radii, "--certify-radii") if args.certify_radii.strip() else [],
     )
     validate.nonnegative(s["ensemble_queries"], "--ensemble-queries", integer=True)
+    # the issue-11 levers enter the settings only when used, so run folders made before they existed
+    # (settings and model configs without them) are still resumed and reused
+    for key, value in LEVERS.items():
+        checked = value(getattr(args, key, 0), f"--{key.replace('_', '-')}")
+        if checked:
+            s[key] = checked
     for key in ("epochs", "restarts", "batch_size"):
         validate.positive(s[key], f"--{key.replace('_', '-')}", integer=True)
     # the two models are built once here (milliseconds), so that every hyper-parameter (--gamma nan,
@@ -129,7 +159,8 @@ def _model_hparams(s: dict, input_shape) -> dict[str, dict]:
     common = dict(input_shape=list(input_shape), latent_dim=s["latent_dim"], arch=s["arch"], obs_var=s["obs_var"])
     return {
         "vae": dict(common),
-        "se": dict(common, gamma=s["gamma"], select="pgd", select_eps=s["select_eps"], select_steps=s["select_steps"]),
+        "se": dict(common, gamma=s["gamma"], select="pgd", select_eps=s["select_eps"], select_steps=s["select_steps"])
+        | ({"gamma_warmup": s["gamma_warmup"]} if s.get("gamma_warmup") else {}),
     }
 
 
@@ -196,11 +227,15 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         model, r_train_seconds = train_or_resume(name, hparams, X, s, run_dir, device, progress)
         r = state["models"].setdefault(name, {"adversarial": {}})
         r["train_seconds"] = r_train_seconds
+        probe_settings = {k: s[k] for k in ("probe_l2", "probe_noise") if s.get(k)}
         if (run_dir / "probe.safetensors").exists():
+            info = read_yaml(run_dir / "probe.yaml")
+            if {k: info[k] for k in ("probe_l2", "probe_noise") if info.get(k)} != probe_settings:
+                raise UserError(f"{run_dir} holds a probe fitted with other settings: choose a new --out or delete it")
             probe = load_probe(run_dir, device)
         else:
-            probe = train_probe(model, Xl, yl, num_classes)
-            save_probe(run_dir, probe, {"dataset": s["dataset"], "task": s["task"]})
+            probe = train_probe(model, Xl, yl, num_classes, l2=s.get("probe_l2", 0.0), noise=s.get("probe_noise", 0.0))
+            save_probe(run_dir, probe, {"dataset": s["dataset"], "task": s["task"], **probe_settings})
         classifier = ProbedEncoder(model, probe).to(device).eval()
         classifiers[name] = classifier
         r["nominal"] = clean_accuracy(classifier, Xe, ye)

@@ -67,6 +67,7 @@ class SmoothEncoder(VAE):
         "collapse_nats": "warn when the code carries less information than this at an epoch's end (0: off)",
         "collapse_warmup": "training steps before the collapse check starts",
         "on_collapse": "what a collapse does: warn or stop",
+        "gamma_warmup": "epochs over which gamma rises linearly to its value (0: off)",
     }
 
     def __init__(
@@ -84,6 +85,7 @@ class SmoothEncoder(VAE):
         collapse_nats: float = 0.5,
         collapse_warmup: int = 500,
         on_collapse: str = "warn",
+        gamma_warmup: int = 0,
     ):
         # checked before the VAE's layers are built: a NaN gamma or select_eps used to fail after an epoch
         settings = (
@@ -96,10 +98,12 @@ class SmoothEncoder(VAE):
         self.collapse_nats = validate.nonnegative(collapse_nats, "collapse_nats", high=1e6)
         self.collapse_warmup = validate.nonnegative(collapse_warmup, "collapse_warmup", integer=True, high=10**9)
         self.on_collapse = validate.choice(on_collapse, "on_collapse", ON_COLLAPSE)
+        self.gamma_warmup = validate.nonnegative(gamma_warmup, "gamma_warmup", integer=True, high=10**6)
         self._steps = 0  # training steps seen by this process (a resumed fit warms up again)
         self._recent_nats: deque = deque(maxlen=COLLAPSE_WINDOW)  # detached tensors: no device sync per step
         super().__init__(input_shape, latent_dim, arch, hidden, obs_var)
         self.gamma, self.select_mode, self.select_eps, self.select_steps = settings
+        self.gamma_now = self.gamma  # the coupling strength in use: below gamma during a warm-up (gamma_schedule)
         # step size: 2.5 eps / L (Madry et al.) unless given
         self.select_alpha = select_alpha or 2.5 * self.select_eps / max(self.select_steps, 1)
 
@@ -127,7 +131,7 @@ class SmoothEncoder(VAE):
         (mu_a, mu_b), (var_a, var_b) = mu.chunk(2), var.chunk(2)
         e1 = self.data_fidelity(x, mu_a, var_a)
         e2 = 0.5 * (mu_a.pow(2) + var_a + mu_b.pow(2) + var_b).sum(-1)
-        wd = entropic_wasserstein(mu_a, var_a, mu_b, var_b, self.gamma)
+        wd = entropic_wasserstein(mu_a, var_a, mu_b, var_b, self.gamma_now)
         nats = code_nats(mu_a.detach(), var_a.detach())
         if self.training:
             self._recent_nats.append(nats)
@@ -139,10 +143,21 @@ class SmoothEncoder(VAE):
             "wd": wd.mean(),
             "w2_sel": w2_squared(mu_a, var_a, mu_b, var_b).mean().detach(),
             "code_nats": nats,
+            **({"gamma": mu.new_tensor(self.gamma_now)} if self.gamma_warmup else {}),
         }
 
+    def gamma_schedule(self, epoch: int) -> float:
+        """gamma in (0-based) `epoch`: with a warm-up of W epochs, gamma (epoch + 1) / (W + 1) while
+        epoch < W, then gamma (issue 11's lever: the code forms before the smoothness term weighs in
+        fully). A function of the epoch alone, so a resumed fit follows the same schedule."""
+        if epoch >= self.gamma_warmup:
+            return self.gamma
+        return self.gamma * (epoch + 1) / (self.gamma_warmup + 1)
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        """The collapse check, on the last steps of the epoch just finished (none before the warm-up ends)."""
+        """Sets this epoch's gamma, then the collapse check on the last steps of the epoch just finished (none
+        before the collapse warm-up ends)."""
+        self.gamma_now = self.gamma_schedule(epoch)
         if not self._recent_nats:
             return
         nats = float(torch.stack(list(self._recent_nats)).mean())
