@@ -8,6 +8,7 @@ A model owns its losses and tells the loop what else it needs (every part option
                                                   # optimiser once, in order); a phase is an optimiser name
     monitor = "loss"                              # the epoch mean that picks best.pt; None: no best.pt
     on_fit_start(X), on_epoch_start(epoch, epochs), after_step(phase)   # closed forms, schedules, clipping
+    on_epoch_end(epoch, epochs) -> {"test_error": ...}   # held-out numbers kept in the epoch's metrics
 
 The loop owns the rest: batches drawn from tensors already on the device; for each batch one phase
 (only its parameters receive gradients); gradient clipping, a learning-rate schedule and EMA weights
@@ -343,6 +344,10 @@ def fit(
             **_epoch_means(sums, counts, world, device),
             "seconds": round(time.perf_counter() - t0, 3),
         }
+        if hasattr(model, "on_epoch_end"):  # after the clock: "seconds" stays training time alone
+            extra = model.on_epoch_end(epoch + 1, epochs) or {}
+            model.train()
+            record.update({k: float(v) for k, v in extra.items()})
         broken = [k for k, v in record.items() if k.split("/")[-1] == "loss" and not math.isfinite(v)]
         if broken:
             raise UserError(

@@ -6,9 +6,13 @@ PCA: with the data mean m and the top-d eigenvectors W [D, d] of the covariance
 the mean squared reconstruction error on the fitted data is the sum of the discarded eigenvalues
 sum_{k > d} lambda_k (Eckart-Young). Fitted once in `on_fit_start`; no parameter is trained.
 
-Linear AE: encode(x) = A x + a, decode(z) = B z + b, trained on the same squared error
-    L = 1/N sum_n ||x_n - B (A x_n + a) - b||^2,
+Linear AE: encode(x) = A (x - m) + a, decode(z) = B z + b + m, trained on the same squared error
+    L = 1/N sum_n ||x_n - m - B (A (x_n - m) + a) - b||^2,
 every local minimum of which has B's column space equal to PCA's top-d subspace (Baldi & Hornik 1989).
+m is the data mean, set once before training (`on_fit_start`), as PCA's is; it changes no function the
+model can represent (A, a, B, b absorb any shift) but the gradient steps: on raw pixels the mean
+direction (||m||^2 ~ 27 on MNIST against a top eigenvalue of 5.1) dominates the curvature and slows the
+turn of the trailing directions, whose eigen-gaps are small (0.017 between MNIST's 30th and 31st).
 """
 
 from __future__ import annotations
@@ -120,14 +124,23 @@ class LinearAE(nn.Module):
         dim = math.prod(self.input_shape)
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(dim, self.latent_dim))
         self.decoder = nn.Sequential(nn.Linear(self.latent_dim, dim), nn.Unflatten(1, self.input_shape))
+        self.register_buffer("mean", torch.zeros(self.input_shape))  # the data mean m; 0 until fitted
+
+    @torch.no_grad()
+    def on_fit_start(self, X, batch_size: int = 8192) -> None:
+        """m = the mean image of X (summed in float64 in batches, as PCA's)."""
+        total = torch.zeros(self.input_shape, dtype=torch.float64, device=self.mean.device)
+        for i in range(0, len(X), batch_size):
+            total += X[i : i + batch_size].to(self.mean.device, torch.float64).sum(0)
+        self.mean.copy_(total / len(X))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_images(x, "x", shape=self.input_shape)
-        z = self.encoder(x)
+        z = self.encoder(x - self.mean)
         return z, torch.zeros_like(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        return self.decoder(z) + self.mean
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x)[0])
@@ -138,7 +151,8 @@ class LinearAE(nn.Module):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         check_images(x, "x", shape=self.input_shape, allow_empty=False)
-        return {"loss": squared_error(x, self.decoder(self.encoder(x))).mean()}
+        xc = x - self.mean
+        return {"loss": squared_error(xc, self.decoder(self.encoder(xc))).mean()}
 
 
 def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
