@@ -316,6 +316,12 @@ def test_hinton_ae_shape_and_cross_entropy():
     assert float(model.loss(x)["loss"].detach()) == pytest.approx(float(bce.detach()), rel=1e-5)
 
 
+def test_elu_units_are_built_where_asked():
+    model = rr.models.build("ae", input_shape=(1, 8, 8), latent_dim=3, hidden="16,8", activation="elu")
+    kinds = [type(m) for m in [*model.encoder, *model.decoder]]
+    assert kinds.count(torch.nn.ELU) == 4 and torch.nn.ReLU not in kinds and torch.nn.Sigmoid in kinds  # output
+
+
 # ---------------------------------------------------------------- bad settings
 @pytest.mark.parametrize(
     "name,bad,match",

@@ -28,6 +28,8 @@ def _run(args, capsys):
         (["train", "info-vae", "--dataset", "digits", "--alpha", "3", "--out", "{tmp}/r"], "alpha"),
         (["reproduce", "autoencoders", "--ae-epochs", "-1", "--out", "{tmp}/r"], "--ae-epochs"),
         (["reproduce", "autoencoders", "--dae-sigma", "0", "--out", "{tmp}/r"], "--dae-sigma"),
+        (["reproduce", "autoencoders", "--ae2-epochs", "-1", "--out", "{tmp}/r"], "--ae2-epochs"),
+        (["reproduce", "autoencoders", "--linear-epochs", "-3", "--out", "{tmp}/r"], "--linear-epochs"),
         (["reproduce", "disentanglement", "--betas", "1,x", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--betas", "1,-4", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--grid", "huge", "--out", "{tmp}/r"], "--grid"),

@@ -27,7 +27,7 @@ from ..utils import check_images
 from .linear import squared_error
 from .registry import register
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "elu": nn.ELU}
 LOSSES = ("bce", "mse")
 
 
@@ -113,7 +113,7 @@ class Autoencoder(DeterministicAutoencoder):
     HPARAM_HELP = {
         "latent_dim": "code width d (30 or 2 in the paper)",
         "hidden": "encoder layer widths, mirrored in the decoder",
-        "activation": "hidden units: sigmoid (the paper's logistic units) or relu",
+        "activation": "hidden units: sigmoid (the paper's logistic units), relu or elu",
         "arch": "mlp (the widths above) or conv (two stride-2 convolutions; H, W divisible by 4)",
         "loss": "bce (the paper's cross-entropy) or mse (squared error)",
     }
