@@ -105,3 +105,25 @@ def test_factor_vae_metric_prunes_a_collapsed_dimension():
         lambda f: torch.cat([f.double(), torch.zeros(len(f), 1, dtype=torch.float64)], 1), SIZES, n_votes=600
     )
     assert got == pytest.approx(1.0)
+
+
+def test_reproduction_records_the_metrics_after_every_epoch(tmp_path, monkeypatch):
+    """reproduce disentanglement keeps a curve per beta: the beta-VAE metric and MIG after each epoch, the
+    last one equal to the metric recomputed on the final model with the curve's sample sizes."""
+    from robustrep.evaluation.probe import encode_means
+    from robustrep.experiments import disentanglement as exp
+
+    tiny = ShapesGrid(size=16, scales=2, orientations=2, positions_x=3, positions_y=3)
+    monkeypatch.setitem(exp.GRIDS, "small", lambda: tiny)
+    s = dict(exp.BUDGETS["quick"], epochs=2, votes=50, pairs=4, mig_samples=400, betas=[1.0], seed=0, batch_size=32)
+    results = exp.run(s, tmp_path / "r", device="cpu", progress=False)
+    curve = results["models"]["1"]["curve"]
+    assert [c["epoch"] for c in curve] == [1, 2]
+    assert all(0.0 <= c["beta_vae_metric"] <= 1.0 and -1e-9 <= c["mig"] <= 1.0 for c in curve)
+    model = rr.models.build(
+        "vae", input_shape=[1, 16, 16], latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=1.0
+    )
+    rr.runs.load_weights(model, tmp_path / "r" / "beta-1" / "model.safetensors")
+    model.eval()
+    mig = dm.mig(lambda f: encode_means(model, tiny.render(f)), tiny.factor_sizes, n=200, seed=0)
+    assert curve[-1]["mig"] == pytest.approx(mig, abs=1e-9)

@@ -70,12 +70,33 @@ def settings_from(args) -> dict:
     return s
 
 
-def _train(folder: Path, beta: float, X, s: dict, device, progress):
+def _curve_metrics(model, grid, s: dict) -> dict:
+    """The beta-VAE metric and MIG after an epoch, on a fifth of the votes and half the MIG samples of the
+    final scores (the same seed): the trend over training, at a few seconds an epoch."""
+    device = next(model.parameters()).device
+
+    def represent(f):
+        return encode_means(model, grid.render(f).to(device))
+
+    votes = max(50, s["votes"] // 5)
+    return {
+        "beta_vae_metric": dm.beta_vae_metric(
+            represent, grid.factor_sizes, n_train=votes, n_test=max(50, votes // 2), pairs=s["pairs"], seed=s["seed"]
+        ),
+        "mig": dm.mig(represent, grid.factor_sizes, n=max(100, s["mig_samples"] // 2), seed=s["seed"]),
+    }
+
+
+def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None):
+    """Train (or continue, or reuse) the VAE at one beta; with `grid`, each epoch's metrics hold the
+    disentanglement metrics (_curve_metrics)."""
     seed_everything(s["seed"])
     hparams = dict(
         input_shape=list(X.shape[1:]), latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=beta
     )
     model = models.build("vae", **hparams)
+    if grid is not None:
+        model.on_epoch_end = lambda epoch, epochs: _curve_metrics(model.eval(), grid, s)
     config = {
         "model": "vae",
         "hparams": hparams,
@@ -118,7 +139,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     results = {"grid": dict(zip(FACTORS, grid.factor_sizes)) | {"pixels": grid.size}, "models": {}, "settings": s}
     figures = [out / "metrics.png"]
     for beta in s["betas"]:
-        model, seconds = _train(out / f"beta-{beta:g}", beta, X, s, device, progress)
+        model, seconds = _train(out / f"beta-{beta:g}", beta, X, s, device, progress, grid=grid)
 
         def represent(f, model=model):
             return encode_means(model, grid.render(f).to(device))
@@ -141,6 +162,11 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
             "mig": dm.mig(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"]),
             "test_squared_error": recon_err,
             "train_seconds": seconds,
+            # after each epoch (fewer votes and samples than the scores above): does training length matter?
+            "curve": [
+                {k: r[k] for k in ("epoch", "beta_vae_metric", "mig", "kl", "recon") if k in r}
+                for r in read_metrics(out / f"beta-{beta:g}")
+            ],
         }
         results["models"][f"{beta:g}"] = r
         print(
