@@ -203,6 +203,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         "dae": {"64": hinton_error(trained["dae"], Xt)},
     }
     angles = principal_angles(trained["linear-ae-30"].subspace().cpu(), pca[30].components.cpu())
+    # the eigen-gap that sets how fast the linear AE's last direction turns into PCA's
+    spectrum = models.build("pca", latent_dim=31).fit(X).eigenvalues.cpu()
 
     def codes(model):
         return encode_means(model, Xp), encode_means(model, Xt)
@@ -241,6 +243,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         "reconstruction": recon,
         "probe_error": probes,
         "linear_ae_principal_angles": {"max": float(angles.max()), "mean": float(angles.mean())},
+        "pca_eigenvalues_30_31": [float(spectrum[29]), float(spectrum[30])],
         # Hinton's metric after each epoch of the deep AE-30: on the test set and (running mean over the
         # epoch's batches, in training) on the training set
         "ae_30_curve": [

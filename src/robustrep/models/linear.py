@@ -11,7 +11,7 @@ Linear AE: encode(x) = A (x - m) + a, decode(z) = B z + b + m, trained on the sa
 every local minimum of which has B's column space equal to PCA's top-d subspace (Baldi & Hornik 1989).
 m is the data mean, set once before training (`on_fit_start`), as PCA's is; it changes no function the
 model can represent (A, a, B, b absorb any shift) but the gradient steps: on raw pixels the mean
-direction (||m||^2 ~ 27 on MNIST against a top eigenvalue of 5.1) dominates the curvature and slows the
+direction (||m||^2 = 35 on MNIST against a top eigenvalue of 5.1) dominates the curvature and slows the
 turn of the trailing directions, whose eigen-gaps are small (0.017 between MNIST's 30th and 31st).
 """
 
