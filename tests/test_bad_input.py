@@ -561,6 +561,7 @@ ALLOWED = {
     ("--gamma-warmup", "zero"),
     ("--probe-l2", "zero"),
     ("--probe-noise", "zero"),
+    ("--probe-posterior-noise", "zero"),
     # class 0, a weight or penalty switched off, DDIM's deterministic eta, a fraction 0 (the clean baseline),
     # a stage of 0 epochs (skipped) in the other reproductions
     ("--source", "zero"),

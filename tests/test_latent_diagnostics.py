@@ -111,6 +111,47 @@ def test_code_noise_moves_the_probe_off_a_low_spread_dimension():
             fit_linear(f, y, 2, **bad)
 
 
+class _FixedPosterior(nn.Module):
+    """encode(x) = (x's two pixels, a fixed variance per coordinate): coordinate 0 at the prior's variance,
+    coordinate 1 nearly certain."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def encode(self, x):
+        mu = x.flatten(1)
+        return mu, torch.tensor([1.0, 1e-4]).expand_as(mu)
+
+
+def test_posterior_noise_probe_ignores_a_coordinate_the_encoder_is_unsure_of():
+    torch.manual_seed(5)
+    y = torch.randint(0, 2, (400,))
+    sign = 2.0 * y - 1
+    # coordinate 0 separates the classes with a tiny spread (what a probe leans on), coordinate 1 overlaps
+    X = torch.stack([0.5 + 0.01 * sign, (0.5 + 0.2 * sign + 0.2 * torch.randn(400)).clamp(0, 1)], 1)
+    X = X.reshape(400, 1, 1, 2)
+    enc = _FixedPosterior()
+
+    def share0(probe):
+        w = probe.weight.detach().norm(dim=0).pow(2)
+        return float(w[0] / w.sum())
+
+    assert share0(train_probe(enc, X, y, 2)) > 0.9
+    probe = train_probe(enc, X, y, 2, posterior_noise=1.0)
+    assert share0(probe) < 0.05
+    # the same fit as fit_linear with the posterior std as the per-entry noise scale
+    mu, var = enc.encode(X)
+    same = fit_linear(mu, y, 2, noise=1.0, noise_scale=var.sqrt())
+    assert torch.equal(probe.weight, same.weight)
+    with pytest.raises(UserError):
+        train_probe(enc, X, y, 2, noise=0.1, posterior_noise=1.0)
+    with pytest.raises(UserError):
+        train_probe(enc, X, y, 2, posterior_noise=float("nan"))
+    with pytest.raises(UserError):
+        fit_linear(mu, y, 2, noise=1.0, noise_scale=var[:, :1])
+
+
 def test_gamma_warmup_rises_linearly_then_holds(digits):
     se = rr.models.build("se", input_shape=(1, 8, 8), latent_dim=3, gamma=12.0, gamma_warmup=2, select_steps=1)
     X = digits[0][:256]
@@ -147,7 +188,8 @@ FAST = ["--n-eval", "40", "--attack-steps", "3", "--restarts", "1", "--latent-st
 
 def test_diagnose_cli_writes_its_diagnostics_and_its_numbers_hold(probed_runs, tmp_path, capsys):
     out = tmp_path / "d"
-    flags = ["--probe-l2", "0.05", "--probe-noise", "0.5", "--radii", "0.1", "--out", str(out)]
+    flags = ["--probe-l2", "0.05", "--probe-noise", "0.5", "--probe-posterior-noise", "1", "--radii", "0.1"]
+    flags += ["--out", str(out)]
     assert main(["diagnose", str(probed_runs), *FAST, *flags]) == 0
     assert "probe l2=0.05" in capsys.readouterr().out
     r = json.loads((out / "diagnostics.json").read_text())
@@ -157,7 +199,7 @@ def test_diagnose_cli_writes_its_diagnostics_and_its_numbers_hold(probed_runs, t
     Xe, ye = rr.data.random_subset(Xt, yt, 40, 0)
     for name, m in r["models"].items():
         assert len(m["per_dimension"]["spread"]) == len(m["per_dimension"]["weight_norm"]) == 4
-        assert set(m["probes"]) == {"saved", "l2=0.05", "noise=0.5"}
+        assert set(m["probes"]) == {"saved", "l2=0.05", "noise=0.5", "posterior=1"}
         assert m["probes"]["l2=0.05"]["weight_norm"] < m["probes"]["saved"]["weight_norm"]
         # the saved probe's number is PGD's, on the same points and seed, recomputed here by hand
         clf = rr.evaluation.load_classifier(probed_runs / name)
@@ -188,6 +230,7 @@ def test_a_successful_attack_moves_the_code_at_least_the_margin(probed_runs):
         ["--probe-l2", "0"],
         ["--probe-l2", "x"],
         ["--probe-noise", "inf"],
+        ["--probe-posterior-noise", "-1"],
         ["--eps", "nan"],
         ["--eps", "-0.1"],
         ["--latent-steps", "0"],
@@ -211,7 +254,14 @@ def test_diagnose_refuses_a_folder_without_probed_encoders(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "bad",
-    [["--gamma-warmup", "-1"], ["--gamma-warmup", "1.5"], ["--probe-l2", "nan"], ["--probe-noise", "-1"]],
+    [
+        ["--gamma-warmup", "-1"],
+        ["--gamma-warmup", "1.5"],
+        ["--probe-l2", "nan"],
+        ["--probe-noise", "-1"],
+        ["--probe-posterior-noise", "inf"],
+        ["--probe-noise", "0.1", "--probe-posterior-noise", "1"],
+    ],
 )
 def test_reproduce_refuses_bad_lever_values(tmp_path, capsys, bad):
     out = tmp_path / "o"
@@ -229,10 +279,14 @@ def test_reproduce_refuses_bad_lever_values(tmp_path, capsys, bad):
 def test_levers_enter_the_settings_only_when_used():
     parse = build_parser().parse_args
     base = smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", "--quick"]))
-    assert not {"gamma_warmup", "probe_l2", "probe_noise"} & set(base)  # old run folders still resume
+    assert not {"gamma_warmup", "probe_l2", "probe_noise", "probe_posterior_noise"} & set(
+        base
+    )  # old run folders still resume
     assert "gamma_warmup" not in smooth_encoders._model_hparams(base, (1, 28, 28))["se"]
     flags = ["--gamma-warmup", "3", "--probe-l2", "0.01", "--probe-noise", "0.2"]
     s = smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", "--quick", *flags]))
     assert (s["gamma_warmup"], s["probe_l2"], s["probe_noise"]) == (3, 0.01, 0.2)
+    flags = ["--probe-posterior-noise", "1"]
+    assert smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", *flags]))["probe_posterior_noise"] == 1
     assert smooth_encoders._model_hparams(s, (1, 28, 28))["se"]["gamma_warmup"] == 3
     assert "gamma_warmup" not in smooth_encoders._model_hparams(s, (1, 28, 28))["vae"]

@@ -16,7 +16,8 @@ def register(sub) -> None:
         "`robustrep reproduce smooth-encoders` writes): the spread of each latent dimension of mu(x) over the "
         "test set against the probe's weight on it; the probe's margin at mu(x) in latent l2 units against "
         "how far l_inf PGD on probe(mu(x)) moves mu at --eps; the W2 a long latent attack reaches at --eps. "
-        "With --probe-l2/--probe-noise, linear probes refitted with an l2 penalty or Gaussian code noise "
+        "With --probe-l2/--probe-noise/--probe-posterior-noise, linear probes refitted with an l2 penalty, "
+        "Gaussian code noise or noise scaled by the posterior std "
         "are attacked beside the saved one (PGD, --attack-steps x --restarts, at --radii) on the same points. "
         "Writes diagnostics.json and diagnostics.png to --out (default RUN).",
     )
@@ -40,6 +41,12 @@ def register(sub) -> None:
         default="",
         help="comma-separated std (> 0, latent units) of Gaussian noise on the training codes, one "
         "refitted probe each (default none)",
+    )
+    p.add_argument(
+        "--probe-posterior-noise",
+        default="",
+        help="comma-separated S (> 0): probes fitted on mu(x) + S sqrt(var(x)) u, noise S times the encoder's "
+        "own posterior std (1: draws of q(z|x)), one each (default none)",
     )
     add_common_options(p)
     p.set_defaults(func=diagnose)
@@ -69,6 +76,7 @@ def diagnose(args) -> int:
         latent_steps=args.latent_steps,
         probe_l2=_values(args.probe_l2, "--probe-l2"),
         probe_noise=_values(args.probe_noise, "--probe-noise"),
+        probe_posterior_noise=_values(args.probe_posterior_noise, "--probe-posterior-noise"),
         seed=args.seed,
         device=args.device,
         command=getattr(args, "command_line", None),
@@ -77,8 +85,8 @@ def diagnose(args) -> int:
         m = r["movement"]
         print(
             f"{name}: {r['active_dims']} active dims, {100 * r['weight_share_inactive']:.1f}% of the probe's "
-            f"squared weight on inactive ones; margin median {r['margin'].get('median', 0):.3g}; at eps {m['eps']}: PGD "
-            f"moves mu {m['pgd_move'].get('median', 0):.3g} (median), the latent attack "
+            f"squared weight on inactive ones; margin median {r['margin'].get('median', 0):.3g}; "
+            f"at eps {m['eps']}: PGD moves mu {m['pgd_move'].get('median', 0):.3g} (median), the latent attack "
             f"{m['latent_move'].get('median', 0):.3g} (W2 {m['latent_w2'].get('median', 0):.3g})"
         )
         for label, p in r["probes"].items():

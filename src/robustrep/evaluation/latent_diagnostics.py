@@ -87,8 +87,6 @@ def probe_diagnostics(model: nn.Module, probe: nn.Linear, X_spread, Xe: torch.Te
     w = probe.weight.detach().norm(dim=0)  # [D]: ||W[:, k]||
     active = spread["spread"].pow(2) > ACTIVE_VARIANCE
     share = w.pow(2) / w.pow(2).sum().clamp_min(1e-30)
-    # logit swing a dimension causes over the data: its spread times its weight (what it contributes)
-    swing = spread["spread"] * w
     z = encode_means(model, Xe)
     margin = latent_margin(probe, z, ye)
     return {
@@ -100,7 +98,6 @@ def probe_diagnostics(model: nn.Module, probe: nn.Linear, X_spread, Xe: torch.Te
         "active_dims": int(active.sum()),
         "weight_share_inactive": float(share[~active].sum()),
         "spearman_spread_weight": _spearman(spread["spread"], w),
-        "weight_over_swing_max": float((w / swing.clamp_min(1e-12)).max()),
         "margin": _quantiles(margin[margin > 0]),
         "margin_values": margin.tolist(),
     }
@@ -189,11 +186,13 @@ def find_encoder_runs(run) -> dict[str, Path]:
     return found
 
 
-def probe_variants(l2: list[float], noise: list[float]) -> dict[str, dict]:
-    """The probes to compare: the saved one, then one per l2 penalty and one per code-noise level."""
+def probe_variants(l2: list[float], noise: list[float], posterior_noise=()) -> dict[str, dict]:
+    """The probes to compare: the saved one, then one per l2 penalty, per code-noise level and per
+    posterior-noise level (train_probe's l2, noise and posterior_noise)."""
     variants = {"saved": {}}
     variants.update({f"l2={v:g}": {"l2": v} for v in l2})
     variants.update({f"noise={v:g}": {"noise": v} for v in noise})
+    variants.update({f"posterior={v:g}": {"posterior_noise": v} for v in posterior_noise})
     return variants
 
 
@@ -209,6 +208,7 @@ def diagnose_run(
     latent_steps: int = 200,
     probe_l2=(),
     probe_noise=(),
+    probe_posterior_noise=(),
     seed: int = 0,
     device="cpu",
     command: str | None = None,
@@ -217,7 +217,8 @@ def diagnose_run(
     points (the points `reproduce smooth-encoders` attacks with the same seed), and compare the saved
     probe with regularised linear probes (`probe_l2`, `probe_noise`) refitted on the same frozen codes,
     each attacked with l_inf PGD (`attack_steps` x `restarts`) at `radii`. Writes diagnostics.json and
-    diagnostics.png to `out` (default: `run`) and returns the results."""
+    diagnostics.png to `out` (default: `run`) and returns the results. `probe_posterior_noise`: probes
+    fitted on mu(x) + S sqrt(var(x)) u (train_probe's posterior_noise)."""
     from .. import data, report
     from ..runs import load_model, read_yaml
     from ..utils import atomic_write, resolve_device, seed_everything
@@ -235,6 +236,9 @@ def diagnose_run(
         latent_steps=validate.positive(latent_steps, "--latent-steps", integer=True, high=10**5),
         probe_l2=[validate.positive(v, "--probe-l2", high=1e6) for v in probe_l2],
         probe_noise=[validate.positive(v, "--probe-noise", high=1e6) for v in probe_noise],
+        probe_posterior_noise=[
+            validate.positive(v, "--probe-posterior-noise", high=1e6) for v in probe_posterior_noise
+        ],
         seed=validate.seed(seed, "--seed"),
     )
     runs = find_encoder_runs(run)
@@ -279,7 +283,9 @@ def diagnose_run(
         r["movement"] = {k: v for k, v in move.items() if k != "values"}
         del r["margin_values"]
         r["probes"] = {}
-        for label, kw in probe_variants(settings["probe_l2"], settings["probe_noise"]).items():
+        for label, kw in probe_variants(
+            settings["probe_l2"], settings["probe_noise"], settings["probe_posterior_noise"]
+        ).items():
             t1 = time.perf_counter()
             probe = saved if not kw else train_probe(model, Xl, yl, num_classes, **kw).to(device)
             clf = ProbedEncoder(model, probe).eval()
@@ -340,9 +346,11 @@ def diagnostics_figure(values: dict[str, dict], path, eps: float) -> Path:
         ylabel="probe weight norm ||W[:, k]||",
         title="latent dimensions (dotted: active-unit threshold)",
     )
-    lim = max([max(v["margin"] + v["pgd_move"], default=1.0) for v in values.values()] + [1e-3])
-    axes[1].plot([0, lim], [0, lim], color="gray", lw=0.8)
+    both = [d for v in values.values() for d in v["margin"] + v["pgd_move"] if d > 0] or [1e-3, 1.0]
+    axes[1].plot([min(both), max(both)], [min(both), max(both)], color="gray", lw=0.8)
     axes[1].set(
+        xscale="log",
+        yscale="log",
         xlabel="margin of the probe at mu(x) (latent l2)",
         ylabel=f"||mu(x_pgd) - mu(x)||, eps {eps}",
         title="PGD's reach vs margin (above the line: can cross)",

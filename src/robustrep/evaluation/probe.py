@@ -76,6 +76,14 @@ def encode_means(model: nn.Module, X, batch_size: int = 2048) -> torch.Tensor:
         return torch.cat([model.encode(X[i : i + batch_size])[0] for i in range(0, len(X), batch_size)])
 
 
+@torch.inference_mode()
+def encode_posteriors(model: nn.Module, X, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu(x), var(x)) for every image in X, in batches, without gradients."""
+    with eval_mode(model):
+        parts = [model.encode(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def fit_linear(
     features: torch.Tensor,
     y: torch.Tensor,
@@ -86,6 +94,7 @@ def fit_linear(
     noise: float = 0.0,
     noise_copies: int = NOISE_COPIES,
     seed: int = 0,
+    noise_scale: torch.Tensor | None = None,
 ) -> nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS (deterministic, converges in seconds).
 
@@ -93,16 +102,22 @@ def fit_linear(
     `l2` adds l2/2 ||W||_F^2 to the mean cross-entropy (the bias is not penalised); `noise` trains on
     `noise_copies` copies of the features with N(0, noise^2 I) added (drawn once from `seed`, so the
     fit stays deterministic), which keeps the probe from leaning with large weights on coordinates
-    whose spread over the data is small next to `noise`."""
+    whose spread over the data is small next to `noise`; `noise_scale` (the shape of `features`)
+    multiplies that noise per entry (the posterior std: codes drawn from q(z|x), see train_probe)."""
     l2 = validate.nonnegative(l2, "probe l2", high=1e6)
     noise = validate.nonnegative(noise, "probe noise", high=1e6)
     noise_copies = validate.positive(noise_copies, "probe noise_copies", integer=True, high=1000)
     features, y = features.detach().clone(), y.detach().clone()  # plain tensors, out of inference mode
+    if noise_scale is not None and noise_scale.shape != features.shape:
+        raise UserError(
+            f"noise_scale must have the features' shape {list(features.shape)}, got {list(noise_scale.shape)}"
+        )
     if noise > 0:
         g = torch.Generator(device=features.device).manual_seed(seed)
+        scale = noise * (noise_scale.detach().clone() if noise_scale is not None else 1.0)
         features = torch.cat(
             [
-                features + noise * torch.randn(features.shape, generator=g, device=features.device)
+                features + scale * torch.randn(features.shape, generator=g, device=features.device)
                 for _ in range(noise_copies)
             ]
         )
@@ -139,12 +154,24 @@ def fit_linear(
 
 
 def train_probe(
-    model: nn.Module, X, y: torch.Tensor, num_classes: int | None = None, l2: float = 0.0, noise: float = 0.0
+    model: nn.Module,
+    X,
+    y: torch.Tensor,
+    num_classes: int | None = None,
+    l2: float = 0.0,
+    noise: float = 0.0,
+    posterior_noise: float = 0.0,
 ) -> nn.Linear:
     """Fit the linear probe on the frozen encoder mean of `model` (`l2`, `noise`: see fit_linear; the
-    default 0, 0 is the paper's plain cross-entropy probe)."""
+    default 0, 0, 0 is the paper's plain cross-entropy probe). `posterior_noise` S fits it on codes
+    mu(x) + S sqrt(var(x)) u, u ~ N(0, I) (S = 1: draws from the encoder's posterior q(z|x)): noise as
+    large as the encoder's own uncertainty on each coordinate, so a coordinate the encoder leaves at the
+    prior (spread over the data far below its posterior std) gets no weight. The probe still reads mu(x)."""
     validate.nonnegative(l2, "probe l2", high=1e6)
     validate.nonnegative(noise, "probe noise", high=1e6)
+    validate.nonnegative(posterior_noise, "probe posterior_noise", high=1e6)
+    if noise and posterior_noise:
+        raise UserError("a probe takes either noise or posterior_noise, not both")
     if not hasattr(model, "encode"):
         raise UserError(f"a linear probe needs an encoder (a model with encode(x)), got {type(model).__name__}")
     if num_classes is not None:
@@ -153,7 +180,11 @@ def train_probe(
     if len(X) == 0:
         raise UserError("train_probe needs at least one training image")
     num_classes = num_classes or max(int(y.max()) + 1, 2)
-    return fit_linear(encode_means(model, X), y.to(next(model.parameters()).device), num_classes, l2=l2, noise=noise)
+    y = y.to(next(model.parameters()).device)
+    if posterior_noise:
+        mu, var = encode_posteriors(model, X)
+        return fit_linear(mu, y, num_classes, l2=l2, noise=posterior_noise, noise_scale=var.sqrt())
+    return fit_linear(encode_means(model, X), y, num_classes, l2=l2, noise=noise)
 
 
 def save_probe(run_dir, probe: nn.Linear, info: dict) -> None:

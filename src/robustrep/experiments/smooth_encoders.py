@@ -69,7 +69,9 @@ LEVERS = {
     "gamma_warmup": lambda v, flag: validate.nonnegative(v, flag, integer=True, high=10**6),
     "probe_l2": lambda v, flag: validate.nonnegative(v, flag, high=1e6),
     "probe_noise": lambda v, flag: validate.nonnegative(v, flag, high=1e6),
+    "probe_posterior_noise": lambda v, flag: validate.nonnegative(v, flag, high=1e6),
 }
+PROBE_LEVERS = ("probe_l2", "probe_noise", "probe_posterior_noise")
 ATTACKS = ("pgd", "ensemble")  # --attack: the paper's PGD; AutoAttack's APGD-CE, APGD-T, Square
 CERTIFY_METHODS = ("dual", "ibp")
 
@@ -111,6 +113,13 @@ def add_arguments(p) -> None:
         help="std of Gaussian noise on the codes the linear probe is fitted on, latent units (default 0: none)",
     )
     p.add_argument(
+        "--probe-posterior-noise",
+        type=float,
+        default=0.0,
+        help="fit the linear probe on mu(x) + S sqrt(var(x)) u, u ~ N(0, I): noise S times the encoder's own "
+        "posterior std (1: draws of q(z|x); default 0: none)",
+    )
+    p.add_argument(
         "--certify-radii",
         default="",
         help="also certify probe(mu(x)) at these l_inf radii with the dual "
@@ -137,6 +146,8 @@ def settings_from(args) -> dict:
         checked = value(getattr(args, key, 0), f"--{key.replace('_', '-')}")
         if checked:
             s[key] = checked
+    if s.get("probe_noise") and s.get("probe_posterior_noise"):
+        raise UserError("--probe-noise and --probe-posterior-noise exclude each other: give one of them")
     for key in ("epochs", "restarts", "batch_size"):
         validate.positive(s[key], f"--{key.replace('_', '-')}", integer=True)
     # the two models are built once here (milliseconds), so that every hyper-parameter (--gamma nan,
@@ -227,14 +238,22 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         model, r_train_seconds = train_or_resume(name, hparams, X, s, run_dir, device, progress)
         r = state["models"].setdefault(name, {"adversarial": {}})
         r["train_seconds"] = r_train_seconds
-        probe_settings = {k: s[k] for k in ("probe_l2", "probe_noise") if s.get(k)}
+        probe_settings = {k: s[k] for k in PROBE_LEVERS if s.get(k)}
         if (run_dir / "probe.safetensors").exists():
             info = read_yaml(run_dir / "probe.yaml")
-            if {k: info[k] for k in ("probe_l2", "probe_noise") if info.get(k)} != probe_settings:
+            if {k: info[k] for k in PROBE_LEVERS if info.get(k)} != probe_settings:
                 raise UserError(f"{run_dir} holds a probe fitted with other settings: choose a new --out or delete it")
             probe = load_probe(run_dir, device)
         else:
-            probe = train_probe(model, Xl, yl, num_classes, l2=s.get("probe_l2", 0.0), noise=s.get("probe_noise", 0.0))
+            probe = train_probe(
+                model,
+                Xl,
+                yl,
+                num_classes,
+                l2=s.get("probe_l2", 0.0),
+                noise=s.get("probe_noise", 0.0),
+                posterior_noise=s.get("probe_posterior_noise", 0.0),
+            )
             save_probe(run_dir, probe, {"dataset": s["dataset"], "task": s["task"], **probe_settings})
         classifier = ProbedEncoder(model, probe).to(device).eval()
         classifiers[name] = classifier
