@@ -55,10 +55,6 @@ def ema_decay(decay: float, steps: int) -> float:
 
 
 BATCH = 64
-TOY_BATCH = 256
-TOY_POINTS = 20_000
-TOY_MODELS = ("gan", "gan-saturating", "wgan-gp")
-TOY_LR = dict(d_lr=1e-3, g_lr=1e-3)  # small MLPs on points: a larger step than the image models
 
 
 def add_arguments(p) -> None:
@@ -208,44 +204,29 @@ def judge(samples: torch.Tensor, ref_feats, fc) -> dict:
 
 
 def train_toys(s: dict, out: Path, device, progress: bool, only=("ring", "grid")) -> tuple[dict, dict]:
-    """Each toy model on each toy: (modes, quality) and 2500 points for the figure."""
+    """Each toy model on each toy with the recipe of `reproduce gan-toys` (one place for it): (modes,
+    quality) after `toy_steps` steps and 2500 points for the figure. Trained in memory (seconds to minutes)."""
+    from .gan_toys import TOY_MODELS, TOY_POINTS, train_toy
+
     results, points = {}, {}
-    for toy, make in (("ring", toys.ring), ("grid", toys.grid)):
+    for toy in ("ring", "grid"):
         if toy not in only:
             continue
-        X, centres, std = make(TOY_POINTS, seed=s["seed"])
-        epochs = max(1, math.ceil(s["toy_steps"] / math.ceil(TOY_POINTS / TOY_BATCH)))
+        of = len((toys.ring if toy == "ring" else toys.grid)(1)[1])
         for entry in TOY_MODELS:
-            registered, hparams = {
-                "gan": ("gan", dict(input_shape=[2, 1, 1], hidden=128, noise_dim=16, **TOY_LR)),
-                "gan-saturating": (
-                    "gan",
-                    dict(input_shape=[2, 1, 1], hidden=128, noise_dim=16, generator_loss="saturating", **TOY_LR),
-                ),
-                "wgan-gp": ("wgan-gp", dict(input_shape=[2, 1, 1], arch="mlp", width=16, noise_dim=16, **TOY_LR)),
-            }[entry]
-            model, seconds = train_or_resume(
-                entry,
-                registered,
-                hparams,
-                toys.to_unit(X),
-                dict(s, dataset=toy),
-                epochs,
-                out / "toys" / toy / entry,
-                device,
-                progress,
-                TOY_BATCH,
-            )
-            p = toys.from_unit(draw(model, 2500, s["seed"]))
-            modes, quality = toys.mode_quality(p, centres, std)
+            t0 = time.perf_counter()
+            curve, p = train_toy(entry, toy, s["toy_steps"], 10**9, s["seed"], device)
+            step, modes, quality = curve[-1]
             results.setdefault(toy, {})[entry] = {
                 "modes": modes,
-                "of": len(centres),
-                "high_quality": round(quality, 4),
-                "train_seconds": seconds,
-                "steps": epochs * math.ceil(TOY_POINTS / TOY_BATCH),
+                "of": of,
+                "high_quality": quality,
+                "train_seconds": round(time.perf_counter() - t0, 1),
+                "steps": step,
             }
-            points.setdefault(toy, {"real": X[:2500]})[entry] = p
+            points.setdefault(
+                toy, {"real": (toys.ring if toy == "ring" else toys.grid)(TOY_POINTS, seed=s["seed"])[0][:2500]}
+            )[entry] = p
     return results, points
 
 
@@ -259,7 +240,7 @@ def _toys_figure(points: dict, results: dict, path: Path) -> None:
             ax = axes[r, c]
             p = points[toy][name]
             ax.scatter(p[:, 0], p[:, 1], s=1, alpha=0.4)
-            lim = 3 if toy == "ring" else 5.5
+            lim = toys.SCALES[toy] / 2
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_xticks([])
