@@ -67,6 +67,21 @@ def test_a_factor_coded_twice_has_no_gap():
     # z = [f0, f0, f1, f2]: factor 0's two best dimensions tie, so its gap is 0; the others' gaps are ~1
     got = dm.mig(lambda f: f[:, [0, 0, 1, 2]].double(), SIZES, n=20000)
     assert got == pytest.approx(2 / 3, abs=0.02)
+    rows = dm.mig_per_factor(lambda f: f[:, [0, 0, 1, 2]].double(), SIZES, n=20000)
+    assert [r["factor"] for r in rows] == [0, 1, 2]
+    assert sorted(rows[0]["dims"]) == [0, 1] and rows[0]["gap"] == pytest.approx(0.0, abs=1e-12)
+    assert rows[0]["info"][0] == pytest.approx(1.0, abs=0.01)  # each copy holds all of factor 0
+    assert [r["dims"][0] for r in rows[1:]] == [2, 3] and all(r["gap"] > 0.95 for r in rows[1:])
+
+
+def test_a_rotated_pair_of_factors_shows_as_spread_information():
+    # z = [f0 + f1, f0 - f1, f2]: factors 0 and 1 are each spread over two dimensions; factor 2 is clean
+    rows = dm.mig_per_factor(
+        lambda f: torch.stack([f[:, 0] + f[:, 1], f[:, 0] - f[:, 1], f[:, 2]], 1).double(), (4, 4, 5), n=20000
+    )
+    for r in rows[:2]:
+        assert sorted(r["dims"]) == [0, 1] and 0.2 < r["info"][1] and r["gap"] < 0.3, r
+    assert rows[2]["dims"][0] == 2 and rows[2]["gap"] > 0.95
 
 
 def test_factor_vae_metric_with_a_missing_factor():
@@ -127,3 +142,11 @@ def test_reproduction_records_the_metrics_after_every_epoch(tmp_path, monkeypatc
     model.eval()
     mig = dm.mig(lambda f: encode_means(model, tiny.render(f)), tiny.factor_sizes, n=200, seed=0)
     assert curve[-1]["mig"] == pytest.approx(mig, abs=1e-9)
+    r = results["models"]["1"]
+    assert list(r["mig_per_factor"]) == ["shape", "scale", "orientation", "x", "y"]
+    full = dm.mig(lambda f: encode_means(model, tiny.render(f)), tiny.factor_sizes, n=400, seed=0)
+    assert r["mig"] == pytest.approx(full, abs=1e-9)
+    Xt = exp.load_split("test", "shape", grid=tiny)[0][:2000]
+    with torch.no_grad():
+        kl = rr.divergences.kl_standard_normal(*model.encode(Xt)).mean()
+    assert sum(r["kl_per_dim"]) == pytest.approx(float(kl), abs=1e-3)  # the per-dimension KLs add up

@@ -70,6 +70,11 @@ def settings_from(args) -> dict:
     return s
 
 
+def kl_standard_normal_per_dim(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, var) || N(0, 1)) of each latent dimension, averaged over the batch [d]."""
+    return (0.5 * (mu.pow(2) + var - var.log() - 1)).mean(0)
+
+
 def _curve_metrics(model, grid, s: dict) -> dict:
     """The beta-VAE metric and MIG after an epoch, on a fifth of the votes and half the MIG samples of the
     final scores (the same seed): the trend over training, at a few seconds an epoch."""
@@ -147,6 +152,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         with torch.no_grad():
             recon = model.reconstruct(Xt[:2000].to(device))
             recon_err = float((recon - Xt[:2000].to(device)).pow(2).flatten(1).sum(1).mean())
+            kl_per_dim = kl_standard_normal_per_dim(*model.encode(Xt[:2000].to(device)))
+        per_factor = dm.mig_per_factor(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"])
         r = {
             "beta_vae_metric": dm.beta_vae_metric(
                 represent,
@@ -159,7 +166,13 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
             "factor_vae_metric": dm.factor_vae_metric(
                 represent, grid.factor_sizes, n_votes=s["votes"], batch=s["pairs"], seed=s["seed"]
             ),
-            "mig": dm.mig(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"]),
+            "mig": sum(row["gap"] for row in per_factor) / len(per_factor),  # = dm.mig
+            # which code dimensions carry each factor, and the mean KL of each dimension on test images
+            # (a dimension near 0 nats is unused)
+            "mig_per_factor": {
+                FACTORS[row["factor"]]: {k: row[k] for k in ("dims", "info", "gap")} for row in per_factor
+            },
+            "kl_per_dim": [round(float(v), 4) for v in kl_per_dim],
             "test_squared_error": recon_err,
             "train_seconds": seconds,
             # after each epoch (fewer votes and samples than the scores above): does training length matter?
