@@ -5,7 +5,17 @@ import pytest
 import torch
 
 import robustrep as rr
-from robustrep.dissection import ablated, class_units, dissect, generator_layers, unit_activations
+from robustrep.dissection import (
+    ablated,
+    causal_units,
+    class_shares,
+    class_units,
+    dissect,
+    generator_layers,
+    mean_maps,
+    unit_activations,
+    verdict,
+)
 from robustrep.errors import UserError
 
 
@@ -68,6 +78,10 @@ def test_dissect_reports_each_class_and_refuses_bad_settings():
         ["--run", "/no/such/dir"],
         ["--epochs", "-1"],
         ["--width", "0"],
+        ["--ranking", "iou"],
+        ["--ablation", "max"],
+        ["--early-epochs", "-1"],
+        ["--early-epochs", "20"],
     ],
 )
 def test_reproduce_dissection_refuses_bad_settings_before_work(flag, tmp_path):
@@ -75,6 +89,88 @@ def test_reproduce_dissection_refuses_bad_settings_before_work(flag, tmp_path):
 
     assert main(["reproduce", "dissection", "--quick", "--out", str(tmp_path / "r"), *flag]) == 2
     assert not (tmp_path / "r").exists()
+
+
+class ByReadout:
+    """A stand-in classifier: a fixed random linear readout of the pixels."""
+
+    def __init__(self):
+        self.w = torch.randn(784, 10, generator=torch.Generator().manual_seed(3))
+
+    def features_and_logits(self, x):
+        return x.flatten(1), 20 * (x.flatten(1) - 0.5) @ self.w / 28
+
+
+def test_causal_effects_equal_one_unit_ablations_and_a_disconnected_unit_has_none():
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    with torch.no_grad():
+        model.generator.blocks[0].weight[5] = 0  # unit 5 of the projection feeds nothing: no causal effect
+    layer = generator_layers(model)["project"]
+    z = torch.randn(64, model.noise_dim)
+    fc = ByReadout()
+    ranking, effect = causal_units(model, layer, z, fc)
+    assert effect.shape == (16, 10)
+    assert (effect[5] == 0).all()
+    with torch.no_grad():
+        logp = fc.features_and_logits(model.generate(z))[1].log_softmax(1)
+        classes = logp.argmax(1)
+        for u in (0, 7):  # brute force: sample by sample
+            with ablated(model, layer, [u]):
+                cut = fc.features_and_logits(model.generate(z))[1].log_softmax(1)
+            for c in classes.unique().tolist():
+                drops = [float(logp[i, c] - cut[i, c]) for i in range(64) if classes[i] == c]
+                assert abs(effect[u, c] - sum(drops) / len(drops)) < 1e-5
+    for c, order in ranking.items():
+        assert effect[order[0], c] == effect[:, c].max()
+
+
+def test_mean_ablation_sets_the_units_to_their_mean_map():
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    layer = generator_layers(model)["block1"]
+    z = torch.randn(20, model.noise_dim)
+    values = mean_maps(model, layer, z)
+    seen = []
+    with ablated(model, layer, [1, 3], values):
+        handle = layer.register_forward_hook(lambda m, i, out: seen.append(out))  # runs after the ablation's
+        model.generate(z)
+    handle.remove()
+    assert values.shape == (8, 14, 14)
+    torch.testing.assert_close(seen[0][:, [1, 3]], values[[1, 3]].expand(20, 2, 14, 14))
+    acts, _ = unit_activations(model, layer, z)  # the spatial means of the unablated maps average to values'
+    torch.testing.assert_close(acts.mean(0), values.mean(dim=(1, 2)))
+
+
+def test_dissect_judges_on_other_noise_than_it_ranks_on():
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    fc = ByReadout()
+    r = dissect(model, fc, "project", n=100, units=2, seed=7, ranking="contrast", ablation="mean", also_units=[4])
+    z_judge = model.noise(100, torch.Generator().manual_seed(8))
+    assert r["shares_before"] == [round(float(s), 4) for s in class_shares(fc, model.generate(z_judge))]
+    assert set(r["more_units"]) == {"4"} and all(len(x["units"]) == 4 for x in r["more_units"]["4"].values())
+    with pytest.raises(UserError):
+        dissect(model, fc, "project", n=50, units=2, ranking="iou")
+    with pytest.raises(UserError):
+        dissect(model, fc, "project", n=50, units=2, ablation="max")
+
+
+def test_verdict_counts_halved_and_others_moved_less_by_hand():
+    result = {
+        "classes": {
+            0: {"share_before": 0.2, "share_after": 0.1, "others_max_change": 0.05},  # halved, others less
+            1: {"share_before": 0.2, "share_after": 0.11, "others_max_change": 0.01},  # not halved
+            2: {"share_before": 0.2, "share_after": 0.0, "others_max_change": 0.2},  # all to one class
+        }
+    }
+    v = verdict(result)
+    assert v == {
+        "classes_halved": ["0", "2"],
+        "classes_others_moved_less": ["0", "1"],
+        "classes_passing": ["0"],
+        "of": 3,
+    }
 
 
 @pytest.mark.slow
@@ -105,6 +201,8 @@ def test_reproduce_dissection_end_to_end(tmp_path, monkeypatch):
                 "200",
                 "--units",
                 "4",
+                "--early-epochs",
+                "0",
                 "--out",
                 str(out),
                 "--no-progress",
@@ -114,3 +212,4 @@ def test_reproduce_dissection_end_to_end(tmp_path, monkeypatch):
     )
     results = json.loads((out / "results.json").read_text())
     assert results["classes"] and (out / "report.html").exists()
+    assert len(results["variants"]) == 8 and set(results["more_units"]) == {"2", "8"}

@@ -6,9 +6,15 @@ removing them does.
     with ablated(layer, units[3][:8]):              # those units forced to 0 at every position
         images = model.generate(z)
 
-A unit's activation is its mean over positions. Its score for class c is the standardised difference of its
-mean activation on samples the classifier reads as c and on the others (a t-like statistic). Ablation
-replaces the units' outputs by 0 (Bau et al.'s removal) through a forward hook on the layer.
+Two rankings of a layer's units for class c:
+- `contrast`: a unit's activation is its mean over positions, its score the standardised difference of
+  its mean activation on samples the classifier reads as c and on the others (a t-like statistic);
+- `causal`: the drop of the classifier's log-probability of c, averaged over the samples read as c, when
+  that unit alone is ablated (Bau et al. 2019, Sec. 3.2, rank units by their causal effect; one pass per
+  unit). A unit can correlate with a class without making it: contrast ranking found units whose
+  removal barely moved any class.
+Ablation replaces the units' outputs by 0 (Bau et al.'s removal) or by their mean map over samples
+(`values`), through a forward hook on the layer.
 """
 
 from __future__ import annotations
@@ -68,14 +74,20 @@ def class_units(acts: torch.Tensor, classes: torch.Tensor, num_classes: int = 10
     return ranking
 
 
+RANKINGS = ("causal", "contrast")
+ABLATIONS = ("zero", "mean")
+
+
 @contextmanager
-def ablated(model: nn.Module, layer: nn.Module, units):
-    """Within the block, `layer`'s output at `units` is 0 everywhere."""
+def ablated(model: nn.Module, layer: nn.Module, units, values: torch.Tensor | None = None):
+    """Within the block, `layer`'s output at `units` is 0 everywhere, or `values[units]` (a map [U, h, w]
+    of every unit of the layer, e.g. its mean over samples, from `mean_maps`) when given."""
     units = torch.as_tensor(list(units), dtype=torch.long)
 
     def hook(module, inputs, out):
         shaped = _spatial(out, model, layer).clone()
-        shaped[:, units.to(shaped.device)] = 0
+        index = units.to(shaped.device)
+        shaped[:, index] = 0 if values is None else values.to(shaped.device, shaped.dtype)[index]
         return shaped.view_as(out)
 
     handle = layer.register_forward_hook(hook)
@@ -83,6 +95,55 @@ def ablated(model: nn.Module, layer: nn.Module, units):
         yield
     finally:
         handle.remove()
+
+
+@torch.no_grad()
+def mean_maps(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Every unit's activation map averaged over the samples of `z`: [U, h, w]."""
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, out: seen.append(_spatial(out, model, layer).mean(0)))
+    try:
+        model.generate(z)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@torch.no_grad()
+def causal_units(
+    model: nn.Module,
+    layer: nn.Module,
+    z: torch.Tensor,
+    classifier,
+    num_classes: int = 10,
+    values: torch.Tensor | None = None,
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """(class -> all units, the largest causal effect first; the effects [U, num_classes]). A unit's effect
+    on class c: the mean over samples read as c of log p(c | G(z)) - log p(c | G(z) with the unit ablated)."""
+    _, logits = classifier.features_and_logits(model.generate(z))
+    logp = logits.log_softmax(1)
+    classes = logp.argmax(1)
+    units = _spatial(_layer_output(model, layer, z[:1]), model, layer).shape[1]
+    effect = torch.zeros(units, num_classes, dtype=torch.float64)
+    for u in range(units):
+        with ablated(model, layer, [u], values):
+            _, cut = classifier.features_and_logits(model.generate(z))
+        drop = (logp - cut.log_softmax(1)).gather(1, classes[:, None]).squeeze(1).double().cpu()
+        effect[u] = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, classes.cpu(), drop)
+    counts = torch.bincount(classes.cpu(), minlength=num_classes)
+    effect /= counts.clamp(min=1)
+    ranking = {c: torch.argsort(effect[:, c], descending=True) for c in range(num_classes) if counts[c] >= 2}
+    return ranking, effect
+
+
+def _layer_output(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, out: seen.append(out))
+    try:
+        model.generate(z)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def class_shares(classifier, images: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
@@ -93,42 +154,86 @@ def class_shares(classifier, images: torch.Tensor, num_classes: int = 10) -> tor
 
 @torch.no_grad()
 def dissect(
-    model: nn.Module, classifier, layer_name: str, n: int, units: int, seed: int = 0, num_classes: int = 10
+    model: nn.Module,
+    classifier,
+    layer_name: str,
+    n: int,
+    units: int,
+    seed: int = 0,
+    num_classes: int = 10,
+    ranking: str = "causal",
+    ablation: str = "zero",
+    also_units=(),
 ) -> dict:
-    """For every class: its top `units` units in the layer, its share before and after ablating them (same
-    noise), and the largest change of any other class's share."""
+    """For every class: its top `units` units in the layer, its share before and after ablating them, and
+    the largest change of any other class's share. Units are ranked on `n` samples of one noise draw
+    (seed) and judged on `n` samples of another (seed + 1), so that a causal ranking is not judged on the
+    samples it was chosen on; the mean maps of `ablation="mean"` come from the ranking draw. `also_units`:
+    other counts judged with the same ranking (result["more_units"][str(k)], each like "classes")."""
+    from . import validate
+
+    validate.choice(ranking, "ranking", RANKINGS)
+    validate.choice(ablation, "ablation", ABLATIONS)
     model.eval()
     layers = generator_layers(model)
     if layer_name not in layers:
         raise UserError(f"layer must be one of {', '.join(layers)}, got {layer_name!r}")
     layer = layers[layer_name]
     device = next(model.parameters()).device
-    z = model.noise(n, torch.Generator(device=device).manual_seed(seed))
-    acts, images = unit_activations(model, layer, z)
-    if not 1 <= units < acts.shape[1]:
-        raise UserError(f"units must be between 1 and {acts.shape[1] - 1} (the layer has {acts.shape[1]}), got {units}")
-    _, logits = classifier.features_and_logits(images)
-    classes = logits.argmax(1)
-    before = torch.bincount(classes, minlength=num_classes).double() / n
-    ranking = class_units(acts.cpu(), classes, num_classes)
-    out = {}
-    for c, order in ranking.items():
-        top = order[:units].tolist()
-        with ablated(model, layer, top):
-            after = class_shares(classifier, model.generate(z), num_classes)
-        others = [i for i in range(num_classes) if i != c]
-        out[c] = {
-            "units": top,
-            "share_before": round(float(before[c]), 4),
-            "share_after": round(float(after[c]), 4),
-            "others_max_change": round(float((after[others] - before[others]).abs().max()), 4),
-            "others_mean_change": round(float((after[others] - before[others]).abs().mean()), 4),
-        }
+    z_rank = model.noise(n, torch.Generator(device=device).manual_seed(seed))
+    z = model.noise(n, torch.Generator(device=device).manual_seed(seed + 1))
+    acts, images = unit_activations(model, layer, z_rank)
+    for k in (units, *also_units):
+        if not 1 <= k < acts.shape[1]:
+            raise UserError(f"units must be between 1 and {acts.shape[1] - 1} (the layer has {acts.shape[1]}), got {k}")
+    values = mean_maps(model, layer, z_rank) if ablation == "mean" else None
+    if ranking == "causal":
+        order, _ = causal_units(model, layer, z_rank, classifier, num_classes, values)
+    else:
+        _, logits = classifier.features_and_logits(images)
+        order = class_units(acts.cpu(), logits.argmax(1).cpu(), num_classes)
+    before = class_shares(classifier, model.generate(z), num_classes)
+
+    def judged(k: int) -> dict:
+        out = {}
+        for c, ranked in order.items():
+            top = ranked[:k].tolist()
+            with ablated(model, layer, top, values):
+                after = class_shares(classifier, model.generate(z), num_classes)
+            others = [i for i in range(num_classes) if i != c]
+            out[c] = {
+                "units": top,
+                "share_before": round(float(before[c]), 4),
+                "share_after": round(float(after[c]), 4),
+                "others_max_change": round(float((after[others] - before[others]).abs().max()), 4),
+                "others_mean_change": round(float((after[others] - before[others]).abs().mean()), 4),
+            }
+        return out
+
+    out = judged(units)
+    more = {str(k): judged(k) for k in also_units}
     return {
         "layer": layer_name,
         "units_in_layer": int(acts.shape[1]),
         "n": n,
         "ablated_per_class": units,
+        "ranking": ranking,
+        "ablation": ablation,
         "shares_before": [round(float(s), 4) for s in before],
         "classes": out,
+        **({"more_units": more} if more else {}),
+    }
+
+
+def verdict(result: dict) -> dict:
+    """The issue's test on a `dissect` result: the classes whose share at least halved, those for which
+    every other class moved less than the ablated one fell, and those that pass both."""
+    classes = result["classes"]
+    halved = [str(c) for c, r in classes.items() if r["share_after"] <= r["share_before"] / 2]
+    less = [str(c) for c, r in classes.items() if r["others_max_change"] < r["share_before"] - r["share_after"]]
+    return {
+        "classes_halved": halved,
+        "classes_others_moved_less": less,
+        "classes_passing": [c for c in halved if c in less],
+        "of": len(classes),
     }

@@ -1,10 +1,16 @@
 """Unit dissection of a DCGAN generator on MNIST (after Bau et al. 2019): for each digit class, the units
-of one generator layer whose mean activation best predicts that our classifier reads the generated digit
-as that class; then those units are forced to 0 and the same noise is generated again. A class's share
-should drop by at least half while the other classes change less.
+of one generator layer ranked by their causal effect on that class (the drop of our classifier's
+log-probability of the class when the unit alone is ablated) or by how well their mean activation
+predicts the class (`--ranking contrast`); then a class's top units are forced to 0 (or to their mean map,
+`--ablation mean`) and fresh noise is generated with and without them. A class's share should drop by at
+least half while every other class changes less.
 
-Trains a DCGAN (or uses `--run`, a DCGAN run folder of `robustrep train dcgan`), writes results.json,
-ablation.png (samples of the class before and after, for the classes that were ablated) and report.html.
+Besides the chosen setting, results.json holds the same test for every layer x ranking x ablation, for
+half and twice the units, and for the generator after `--early-epochs` (an undertrained one): the
+evidence of what made the test pass or fail.
+
+Trains a DCGAN (or uses `--run`, a DCGAN run folder of `robustrep train dcgan`; then no early generator),
+writes results.json, ablation.png (samples of each class before and after) and report.html.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from pathlib import Path
 import torch
 
 from .. import data, plots, report, validate
-from ..dissection import ablated, dissect, generator_layers
+from ..dissection import ABLATIONS, RANKINGS, ablated, dissect, generator_layers, mean_maps, verdict
 from ..errors import UserError
 from ..evaluation.feature_classifier import load_feature_classifier
-from ..runs import load_model
+from ..runs import load_model, load_weights
 from ..utils import atomic_write, resolve_device
 from .budgets import add_budget_arguments, budget_settings
 from .generative import BATCH, train_or_resume
@@ -29,8 +35,8 @@ NAME = "dissection"
 HELP = "units of a DCGAN generator that make each digit class, and what ablating them does (Bau et al. 2019)"
 
 BUDGETS = {
-    "quick": dict(subset=6000, epochs=3, width=16, n=2000, units=8),
-    "full": dict(subset=0, epochs=20, width=32, n=10000, units=16),
+    "quick": dict(subset=6000, epochs=20, early_epochs=3, width=16, n=2000, units=8),
+    "full": dict(subset=0, epochs=20, early_epochs=3, width=32, n=10000, units=16),
 }
 
 
@@ -38,12 +44,19 @@ def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--layer", default="project", help="generator layer: project (7x7) or block1 (14x14)")
     p.add_argument("--run", default=None, help="dissect this trained dcgan run folder instead of training one")
+    p.add_argument("--ranking", default="causal", help="causal (effect of ablating each unit) or contrast")
+    p.add_argument("--ablation", default="zero", help="zero (Bau et al.'s removal) or mean (the unit's mean map)")
 
 
 def settings_from(args) -> dict:
     s = budget_settings(args, BUDGETS)
     validate.count(s["subset"], "--subset")
     validate.positive(s["epochs"], "--epochs", integer=True, high=10_000)
+    validate.nonnegative(s["early_epochs"], "--early-epochs", integer=True, high=10_000)
+    if s["early_epochs"] >= s["epochs"]:
+        raise UserError(
+            f"--early-epochs must be below --epochs ({s['epochs']}), or 0 for none, got {s['early_epochs']}"
+        )
     validate.width(s["width"], "--width")
     validate.positive(s["n"], "--n", integer=True, high=100_000)
     if s["n"] < 100:
@@ -52,12 +65,17 @@ def settings_from(args) -> dict:
     validate.choice(args.layer, "--layer", ("project", "block1"))
     if args.run is not None:
         validate.existing_dir(args.run, "--run")
-    s.update(layer=args.layer, run=args.run, seed=validate.seed(args.seed))
+    validate.choice(args.ranking, "--ranking", RANKINGS)
+    validate.choice(args.ablation, "--ablation", ABLATIONS)
+    s.update(
+        layer=args.layer, run=args.run, ranking=args.ranking, ablation=args.ablation, seed=validate.seed(args.seed)
+    )
     return s
 
 
 def _figure(model, layer, result: dict, z: torch.Tensor, classes: torch.Tensor, path: Path, k: int = 8) -> None:
     """Per ablated class: k samples read as that class, and the same noise with its units removed."""
+    values = mean_maps(model, layer, z) if result["ablation"] == "mean" else None
     rows = []
     names = []
     for c, r in result["classes"].items():
@@ -66,7 +84,7 @@ def _figure(model, layer, result: dict, z: torch.Tensor, classes: torch.Tensor, 
             continue
         with torch.no_grad():
             before = model.generate(z[pick])
-            with ablated(model, layer, r["units"]):
+            with ablated(model, layer, r["units"], values):
                 after = model.generate(z[pick])
         rows += [before.cpu(), after.cpu()]
         names.append(c)
@@ -79,37 +97,77 @@ def _figure(model, layer, result: dict, z: torch.Tensor, classes: torch.Tensor, 
         )
 
 
+def _short(result: dict) -> dict:
+    """A variant's outcome in a line: the verdict and each class's share before -> after."""
+    return {
+        **verdict(result),
+        "shares": {
+            str(c): [r["share_before"], r["share_after"], r["others_max_change"]] for c, r in result["classes"].items()
+        },
+    }
+
+
 def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     t0 = time.perf_counter()
     device = resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fc = load_feature_classifier(device, progress=progress)
-    train_seconds = None
+    train_seconds, early = None, None
     if s["run"]:
         model = load_model(s["run"], device)
     else:
         X, y = data.load("mnist", "train")
         X, _ = data.random_subset(X, y, s["subset"], s["seed"])
         hparams = dict(input_shape=[1, 28, 28], width=s["width"])
+        run_dir = out / "dcgan"
+        if s["early_epochs"]:
+            early, _ = train_or_resume(
+                "dcgan", "dcgan", hparams, X, s, s["early_epochs"], run_dir, device, progress, BATCH
+            )
+            snapshot = run_dir / f"epoch{s['early_epochs']}.safetensors"
+            if not snapshot.exists():  # the early generator, kept for a rerun after the full training
+                weights = (run_dir / "model.safetensors").read_bytes()
+                atomic_write(snapshot, lambda f, b=weights: f.write(b))
+            early = load_weights(early, snapshot).to(device).eval()
         model, train_seconds = train_or_resume(
-            "dcgan", "dcgan", hparams, X, s, s["epochs"], out / "dcgan", device, progress, BATCH
+            "dcgan", "dcgan", hparams, X, s, s["epochs"], run_dir, device, progress, BATCH
         )
     model.eval()
-    result = dissect(model, fc, s["layer"], s["n"], s["units"], seed=s["seed"])
-    layer = generator_layers(model)[s["layer"]]
-    z = model.noise(s["n"], torch.Generator(device=device).manual_seed(s["seed"]))
+    chosen = dict(ranking=s["ranking"], ablation=s["ablation"])
+    halves = sorted({max(1, s["units"] // 2), min(2 * s["units"], 1000)} - {s["units"]})
+    result = dissect(model, fc, s["layer"], s["n"], s["units"], seed=s["seed"], also_units=halves, **chosen)
+    layers = generator_layers(model)
+    variants = {}
+    for name in layers:
+        for ranking in RANKINGS:
+            for ablation in ABLATIONS:
+                key = f"{name}/{ranking}/{ablation}"
+                if (name, ranking, ablation) == (s["layer"], s["ranking"], s["ablation"]):
+                    variants[key] = _short(result)
+                    continue
+                units = min(s["units"], _units_in(model, name) - 1)
+                r = dissect(model, fc, name, s["n"], units, seed=s["seed"], ranking=ranking, ablation=ablation)
+                variants[key] = _short(r)
+                print(f"{key}: {len(variants[key]['classes_passing'])} of {variants[key]['of']} pass", file=sys.stderr)
+    more_units = {k: _short(dict(result, classes=v)) for k, v in result.get("more_units", {}).items()}
+    early_result = None
+    if early is not None:
+        early_result = _short(dissect(early, fc, s["layer"], s["n"], s["units"], seed=s["seed"], **chosen))
+    layer = layers[s["layer"]]
+    z = model.noise(s["n"], torch.Generator(device=device).manual_seed(s["seed"] + 1))
     with torch.no_grad():
         _, logits = fc.features_and_logits(model.generate(z))
     _figure(model, layer, result, z, logits.argmax(1), out / "ablation.png")
     classes = {str(c): r for c, r in result["classes"].items()}
-    halved = [c for c, r in classes.items() if r["share_after"] <= r["share_before"] / 2]
-    less = [c for c, r in classes.items() if r["others_max_change"] < r["share_before"] - r["share_after"]]
+    v = verdict(result)
     results = {
-        **result,
+        **{k: val for k, val in result.items() if k != "more_units"},
         "classes": classes,
-        "classes_halved": halved,
-        "classes_others_moved_less": less,
+        **v,
+        "more_units": more_units,
+        "variants": variants,
+        "early": None if early_result is None else {"epochs": s["early_epochs"], **early_result},
         "train_seconds": train_seconds,
         "classifier": {k: fc.info[k] for k in ("test_accuracy", "sha256")},
         "settings": s,
@@ -120,17 +178,45 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         [c, r["share_before"], r["share_after"], r["others_max_change"], " ".join(map(str, r["units"]))]
         for c, r in classes.items()
     ]
+    rows += [
+        [f"variant {k}", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
+        for k, x in variants.items()
+    ]
+    rows += [
+        [f"{k} units", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
+        for k, x in more_units.items()
+    ]
+    if early_result:
+        rows.append(
+            [
+                f"after {s['early_epochs']} epochs",
+                "",
+                "",
+                "",
+                f"{len(early_result['classes_passing'])} of {early_result['of']} classes pass",
+            ]
+        )
     report.write_html(
         out / "report.html",
         "Unit dissection of a DCGAN generator",
-        f"Layer {s['layer']} ({result['units_in_layer']} units); the top {s['units']} units of each "
-        f"class set to 0; {s['n']} samples with the same noise before and after. Classes whose share at "
-        f"least halved: {len(halved)} of {len(classes)}.",
+        f"Layer {s['layer']} ({result['units_in_layer']} units); the top {s['units']} units of each class by "
+        f"{s['ranking']} ranking set to {s['ablation']}; units ranked on {s['n']} samples, judged on {s['n']} "
+        f"others with the same noise before and after. Classes whose share at least halved while every other "
+        f"class moved less: {len(v['classes_passing'])} of {v['of']}. Wall time {results['seconds']:.0f} s.",
         ["class", "share before", "share after", "largest change of another class", "units"],
         rows,
         [out / "ablation.png"],
         s,
     )
     for row in rows:
-        print("  ".join(str(v) for v in row), file=sys.stderr)
+        print("  ".join(str(x) for x in row), file=sys.stderr)
     return results
+
+
+def _units_in(model, name: str) -> int:
+    """The number of units (channels) of a generator layer."""
+    from ..dissection import _layer_output, _spatial
+
+    layer = generator_layers(model)[name]
+    with torch.no_grad():
+        return _spatial(_layer_output(model, layer, model.noise(1)), model, layer).shape[1]
