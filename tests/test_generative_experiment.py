@@ -34,13 +34,17 @@ def fake_classifier(monkeypatch):
         ["--width", "0"],
         ["--models", "gan,stylegan"],
         ["--models", ""],
-        ["--toy-steps", "0"],
+        ["--toy-steps", "-1"],
+        ["--toy-steps", "nan"],
         ["--ddim-steps", "0"],
         ["--seed", "-1"],
     ],
 )
 def test_bad_settings_exit_2_before_any_work(flag, tmp_path, capsys):
-    code = main(["reproduce", "generative", "--quick", "--out", str(tmp_path / "r"), *flag])
+    try:
+        code = main(["reproduce", "generative", "--quick", "--out", str(tmp_path / "r"), *flag])
+    except SystemExit as stop:  # argparse's own refusal of a value that is not a number
+        code = stop.code
     assert code == 2
     assert not (tmp_path / "r").exists()
 
@@ -98,3 +102,13 @@ def test_the_ema_decay_fits_the_run_length():
     quick, full = ema_decay(0.999, 282), ema_decay(0.999, 18750)
     assert quick**282 < 0.01 < 0.999**282  # the quick average forgets its initialisation; 0.999 would not
     assert full == 0.999  # a long run keeps the configured decay
+
+
+def test_toy_steps_0_skips_the_toys(tmp_path, fake_classifier):
+    out = tmp_path / "r"
+    args = ["reproduce", "generative", "--quick", "--out", str(out), "--models", "gan", "--subset", "128"]
+    args += ["--epochs", "1", "--n-eval", "20", "--width", "4", "--toy-steps", "0", "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["toys"] == {} and "ring_modes" not in results["models"]["gan"]
+    assert not (out / "toys").exists() and not (out / "toys.png").exists()

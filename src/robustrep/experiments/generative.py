@@ -58,7 +58,7 @@ BATCH = 64
 
 
 def add_arguments(p) -> None:
-    add_budget_arguments(p, BUDGETS)
+    add_budget_arguments(p, BUDGETS)  # --toy-steps 0 skips the toys
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
 
 
@@ -73,7 +73,7 @@ def settings_from(args) -> dict:
         validate.width(s[key], f"--{key.replace('_', '-')}")
     validate.positive(s["ddim_steps"], "--ddim-steps", integer=True, high=1000)
     validate.positive(s["langevin_steps"], "--langevin-steps", integer=True, high=10_000)
-    validate.positive(s["toy_steps"], "--toy-steps", integer=True, high=10**7)
+    validate.nonnegative(s["toy_steps"], "--toy-steps", integer=True, high=10**7)  # 0: no toys
     chosen = [m.strip() for m in str(args.models).split(",") if m.strip()]
     unknown = [m for m in chosen if m not in MODELS]
     if not chosen or unknown:
@@ -322,6 +322,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         trained[entry] = train_or_resume(
             entry, registered, hparams, X, s, s["epochs"], run_dir, device, progress, BATCH
         )[0]
+    if "toys" not in state and not s["toy_steps"]:
+        state["toys"] = {}  # --toy-steps 0: no toys (reproduce gan-toys has them with curves and seeds)
     if "toys" not in state:
         state["toys"], points = train_toys(s, out, device, progress)
         _toys_figure(points, state["toys"], out / "toys.png")
