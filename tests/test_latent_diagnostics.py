@@ -246,6 +246,14 @@ def test_diagnose_refuses_bad_values_before_any_work(probed_runs, tmp_path, caps
     assert not (tmp_path / "d" / "diagnostics.json").exists()
 
 
+def test_diagnose_from_python_refuses_bad_values_with_one_line(probed_runs, tmp_path):
+    for bad in (dict(n_eval=-1), dict(eps=float("nan")), dict(probe_l2=[0.0]), dict(probe_posterior_noise=["1"])):
+        with pytest.raises(UserError) as err:
+            rr.evaluation.latent_diagnostics.diagnose_run(probed_runs, tmp_path / "d", **bad)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "d").exists()
+
+
 def test_diagnose_refuses_a_folder_without_probed_encoders(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["diagnose", str(tmp_path / "empty")]) == 2

@@ -1,6 +1,6 @@
 """Evaluation: linear probes on frozen codes, accuracy under attack, robustness reports."""
 
-from . import probe
+from . import latent_diagnostics, probe
 from .adversarial import adversarial_accuracy, clean_accuracy
 from .physical import transformation_robustness, viewpoint_table
 from .probe import ProbedEncoder, load_classifier, train_probe
@@ -12,6 +12,7 @@ __all__ = [
     "adversarial_accuracy",
     "clean_accuracy",
     "probe",
+    "latent_diagnostics",
     "ProbedEncoder",
     "load_classifier",
     "train_probe",
