@@ -13,6 +13,7 @@ from robustrep.dissection import (
     dissect,
     generator_layers,
     mean_maps,
+    specific_ranking,
     unit_activations,
     verdict,
 )
@@ -125,6 +126,37 @@ def test_causal_effects_equal_one_unit_ablations_and_a_disconnected_unit_has_non
         assert effect[order[0], c] == effect[:, c].max()
 
 
+def test_a_generic_unit_leads_the_causal_ranking_but_not_the_specific_one():
+    effect = torch.tensor(
+        [
+            [2.0, 2.0, 2.0],  # unit 0 unmakes every class
+            [1.5, 0.0, 0.1],  # unit 1 unmakes class 0 only
+            [0.0, 0.3, 0.0],
+        ]
+    )
+    causal = {c: torch.argsort(effect[:, c], descending=True) for c in range(3)}
+    specific = specific_ranking(effect, [0, 1, 2])
+    assert int(causal[0][0]) == 0 and int(specific[0][0]) == 1
+    assert int(specific[1][0]) == 2  # 0.3 - 0 beats 2 - 2 and 0 - 0.8
+    assert int(specific_ranking(effect, [0, 2])[0][0]) == 1  # only classes present count as others
+
+
+def test_the_cache_computes_the_causal_effects_once(monkeypatch):
+    import robustrep.dissection as d
+
+    calls = []
+    real = d.causal_units
+    monkeypatch.setattr(d, "causal_units", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    cache = {}
+    a = dissect(model, ByReadout(), "block1", n=60, units=2, ranking="causal", cache=cache)
+    b = dissect(model, ByReadout(), "block1", n=60, units=2, ranking="specific", cache=cache)
+    assert len(calls) == 1 and a["ranking"] == "causal" and b["ranking"] == "specific"
+    assert dissect(model, ByReadout(), "block1", n=60, units=2, ranking="causal")["classes"] == a["classes"]
+    assert len(calls) == 2  # no cache given: computed again, the same result
+
+
 def test_mean_ablation_sets_the_units_to_their_mean_map():
     torch.manual_seed(0)
     model = rr.models.build("dcgan", width=4).eval()
@@ -212,4 +244,4 @@ def test_reproduce_dissection_end_to_end(tmp_path, monkeypatch):
     )
     results = json.loads((out / "results.json").read_text())
     assert results["classes"] and (out / "report.html").exists()
-    assert len(results["variants"]) == 8 and set(results["more_units"]) == {"2", "8"}
+    assert len(results["variants"]) == 12 and set(results["more_units"]) == {"2", "8"}

@@ -1,7 +1,8 @@
 """Unit dissection of a DCGAN generator on MNIST (after Bau et al. 2019): for each digit class, the units
 of one generator layer ranked by their causal effect on that class (the drop of our classifier's
-log-probability of the class when the unit alone is ablated) or by how well their mean activation
-predicts the class (`--ranking contrast`); then a class's top units are forced to 0 (or to their mean map,
+log-probability of the class when the unit alone is ablated) less their mean effect on the other classes
+(`--ranking specific`, the default), by that effect alone (`causal`), or by how well their mean
+activation predicts the class (`contrast`); then a class's top units are forced to 0 (or to their mean map,
 `--ablation mean`) and fresh noise is generated with and without them. A class's share should drop by at
 least half while every other class changes less.
 
@@ -44,7 +45,12 @@ def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--layer", default="project", help="generator layer: project (7x7) or block1 (14x14)")
     p.add_argument("--run", default=None, help="dissect this trained dcgan run folder instead of training one")
-    p.add_argument("--ranking", default="causal", help="causal (effect of ablating each unit) or contrast")
+    p.add_argument(
+        "--ranking",
+        default="specific",
+        help="specific (causal effect on the class minus that on the others), causal (effect of ablating each "
+        "unit alone) or contrast (activation difference)",
+    )
     p.add_argument("--ablation", default="zero", help="zero (Bau et al.'s removal) or mean (the unit's mean map)")
 
 
@@ -136,7 +142,10 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     model.eval()
     chosen = dict(ranking=s["ranking"], ablation=s["ablation"])
     halves = sorted({max(1, s["units"] // 2), min(2 * s["units"], 1000)} - {s["units"]})
-    result = dissect(model, fc, s["layer"], s["n"], s["units"], seed=s["seed"], also_units=halves, **chosen)
+    cache = {}  # the causal effects of each layer and ablation, computed once for both causal rankings
+    result = dissect(
+        model, fc, s["layer"], s["n"], s["units"], seed=s["seed"], also_units=halves, cache=cache, **chosen
+    )
     layers = generator_layers(model)
     variants = {}
     for name in layers:
@@ -147,7 +156,9 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
                     variants[key] = _short(result)
                     continue
                 units = min(s["units"], _units_in(model, name) - 1)
-                r = dissect(model, fc, name, s["n"], units, seed=s["seed"], ranking=ranking, ablation=ablation)
+                r = dissect(
+                    model, fc, name, s["n"], units, seed=s["seed"], ranking=ranking, ablation=ablation, cache=cache
+                )
                 variants[key] = _short(r)
                 print(f"{key}: {len(variants[key]['classes_passing'])} of {variants[key]['of']} pass", file=sys.stderr)
     more_units = {k: _short(dict(result, classes=v)) for k, v in result.get("more_units", {}).items()}
