@@ -36,7 +36,7 @@ NAME = "dissection"
 HELP = "units of a DCGAN generator that make each digit class, and what ablating them does (Bau et al. 2019)"
 
 BUDGETS = {
-    "quick": dict(subset=6000, epochs=20, early_epochs=3, width=16, n=2000, units=8),
+    "quick": dict(subset=6000, epochs=20, early_epochs=3, width=16, n=1000, units=8),
     "full": dict(subset=0, epochs=20, early_epochs=3, width=32, n=10000, units=16),
 }
 
