@@ -49,6 +49,23 @@ def test_run_page_carries_table_figures_settings_and_provenance(tmp_path):
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$", prov["time"])
 
 
+def test_a_run_names_the_code_it_started_with(monkeypatch):
+    # a run of hours outlives commits made meanwhile: the version is read once and kept for the process
+    heads = iter(["aaaaaaa", "bbbbbbb"])
+
+    def fake_git(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout=next(heads) + "\n", stderr="")
+
+    monkeypatch.setattr(report.subprocess, "run", fake_git)
+    report.code_version.cache_clear()
+    try:
+        started = report.code_version()
+        assert started.endswith("(git aaaaaaa)")
+        assert report.provenance("x")["code_version"] == started  # the tree moved on; the run's code did not
+    finally:
+        report.code_version.cache_clear()
+
+
 def test_page_data_survives_a_closing_script_tag_in_a_value(tmp_path):
     report.write_html(tmp_path / "report.html", "t", "s", ["k"], [["</script><b>"]], [], {"note": "</script>"})
     assert report.read_run(tmp_path)["rows"] == [["</script><b>"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import html
 import json
 import subprocess
@@ -29,8 +30,10 @@ pre{background:#f7f7f7;padding:.6em;overflow-x:auto}"""
 DATA_ID = "robustrep-report"
 
 
+@functools.cache
 def code_version() -> str:
-    """`git describe --always --dirty` of the source tree when it is a git checkout, else the package version."""
+    """`git describe --always --dirty` of the source tree when it is a git checkout, else the package version.
+    Read once per process: a long run reports the code it started with, not the tree as it is when it ends."""
     from . import __version__
 
     try:

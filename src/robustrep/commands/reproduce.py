@@ -44,6 +44,7 @@ def _runner(module):
     def run(args) -> int:
         out = validate.output_dir(args.out, "--out")
         settings = module.settings_from(args)  # every value checked here, before any work
+        report.code_version()  # read now and kept: the results name the code this run started with
         module.run(settings, out=out, device=args.device, progress=not args.no_progress)
         stamp_provenance(out / "results.json", getattr(args, "command_line", None))
         return 0
