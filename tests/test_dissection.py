@@ -182,6 +182,20 @@ def test_dissect_judges_on_other_noise_than_it_ranks_on():
     z_judge = model.noise(100, torch.Generator().manual_seed(8))
     assert r["shares_before"] == [round(float(s), 4) for s in class_shares(fc, model.generate(z_judge))]
     assert set(r["more_units"]) == {"4"} and all(len(x["units"]) == 4 for x in r["more_units"]["4"].values())
+    with torch.no_grad():  # brute force: the other classes' samples whose class the ablation changed
+        read = fc.features_and_logits(model.generate(z_judge))[1].argmax(1)
+        for c, x in r["classes"].items():
+            with ablated(
+                model,
+                generator_layers(model)["project"],
+                x["units"],
+                mean_maps(
+                    model, generator_layers(model)["project"], model.noise(100, torch.Generator().manual_seed(7))
+                ),
+            ):
+                cut = fc.features_and_logits(model.generate(z_judge))[1].argmax(1)
+            rest = read != c
+            assert abs(x["others_switched"] - float((cut[rest] != read[rest]).double().mean())) < 1e-4
     with pytest.raises(UserError):
         dissect(model, fc, "project", n=50, units=2, ranking="iou")
     with pytest.raises(UserError):

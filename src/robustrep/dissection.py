@@ -162,6 +162,11 @@ def _layer_output(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> torch.
     return seen[0]
 
 
+def _read(classifier, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return classifier.features_and_logits(images)[1].argmax(1).cpu()
+
+
 def class_shares(classifier, images: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     with torch.no_grad():
         _, logits = classifier.features_and_logits(images)
@@ -218,21 +223,26 @@ def dissect(
     else:
         _, logits = classifier.features_and_logits(images)
         order = class_units(acts.cpu(), logits.argmax(1).cpu(), num_classes)
-    before = class_shares(classifier, model.generate(z), num_classes)
+    read_before = _read(classifier, model.generate(z))
+    before = torch.bincount(read_before, minlength=num_classes).double() / n
 
     def judged(k: int) -> dict:
         out = {}
         for c, ranked in order.items():
             top = ranked[:k].tolist()
             with ablated(model, layer, top, values):
-                after = class_shares(classifier, model.generate(z), num_classes)
+                read_after = _read(classifier, model.generate(z))
+            after = torch.bincount(read_after, minlength=num_classes).double() / n
             others = [i for i in range(num_classes) if i != c]
+            rest = read_before != c
             out[c] = {
                 "units": top,
                 "share_before": round(float(before[c]), 4),
                 "share_after": round(float(after[c]), 4),
                 "others_max_change": round(float((after[others] - before[others]).abs().max()), 4),
                 "others_mean_change": round(float((after[others] - before[others]).abs().mean()), 4),
+                # the samples of the other classes that the ablation turned into another class
+                "others_switched": round(float((read_after[rest] != read_before[rest]).double().mean()), 4),
             }
         return out
 

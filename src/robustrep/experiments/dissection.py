@@ -104,11 +104,13 @@ def _figure(model, layer, result: dict, z: torch.Tensor, classes: torch.Tensor, 
 
 
 def _short(result: dict) -> dict:
-    """A variant's outcome in a line: the verdict and each class's share before -> after."""
+    """A variant's outcome in a line: the verdict and, per class, [share before, share after, largest change
+    of another class's share, share of the other classes' samples whose class changed]."""
     return {
         **verdict(result),
         "shares": {
-            str(c): [r["share_before"], r["share_after"], r["others_max_change"]] for c, r in result["classes"].items()
+            str(c): [r["share_before"], r["share_after"], r["others_max_change"], r["others_switched"]]
+            for c, r in result["classes"].items()
         },
     }
 
@@ -186,21 +188,29 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     }
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     rows = [
-        [c, r["share_before"], r["share_after"], r["others_max_change"], " ".join(map(str, r["units"]))]
+        [
+            c,
+            r["share_before"],
+            r["share_after"],
+            r["others_max_change"],
+            r["others_switched"],
+            " ".join(map(str, r["units"])),
+        ]
         for c, r in classes.items()
     ]
     rows += [
-        [f"variant {k}", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
+        [f"variant {k}", "", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
         for k, x in variants.items()
     ]
     rows += [
-        [f"{k} units", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
+        [f"{k} units", "", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
         for k, x in more_units.items()
     ]
     if early_result:
         rows.append(
             [
                 f"after {s['early_epochs']} epochs",
+                "",
                 "",
                 "",
                 "",
@@ -214,7 +224,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         f"{s['ranking']} ranking set to {s['ablation']}; units ranked on {s['n']} samples, judged on {s['n']} "
         f"others with the same noise before and after. Classes whose share at least halved while every other "
         f"class moved less: {len(v['classes_passing'])} of {v['of']}. Wall time {results['seconds']:.0f} s.",
-        ["class", "share before", "share after", "largest change of another class", "units"],
+        ["class", "share before", "share after", "largest change of another class", "others switched", "units"],
         rows,
         [out / "ablation.png"],
         s,
