@@ -578,6 +578,10 @@ ALLOWED = {
     ("--samples-compare", "zero"),
     ("--rp2-l1-steps", "zero"),
     ("--probe-train", "zero"),
+    # issue 10: no toys in reproduce generative, no MNIST part in gan-toys, no early generator in dissection
+    ("--toy-steps", "zero"),
+    ("--mnist-epochs", "zero"),
+    ("--early-epochs", "zero"),
     ("--ae-epochs", "zero"),
     ("--linear-epochs", "zero"),
     ("--ksparse-epochs", "zero"),
