@@ -79,9 +79,9 @@ def test_fig7a_random_vs_pgd_selection_and_resume(tmp_path, monkeypatch):
     assert results["models"]["se-pgd"]["hparams"]["select"] == "pgd"
     assert results["models"]["se-pgd"]["code_nats"] >= 0 and "code_nats" not in results["models"]["vae"]
 
-    import robustrep.experiments.smooth_encoders as se
+    import robustrep.training as training  # every reproduction trains through training.fit_or_reuse
 
-    monkeypatch.setattr(se, "fit", lambda *a, **k: pytest.fail("a finished model was trained again"))
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished model was trained again"))
     again, _ = _run(tmp_path, "se-fig7a", *chain)
     assert again["tasks"] == results["tasks"]  # the same models, probes and seeded attacks
 

@@ -127,3 +127,21 @@ def test_fit_equals_the_plain_loop_it_stands_for(digits):
             opt.step()
     for p, q in zip(ours.parameters(), plain.parameters()):
         assert torch.equal(p, q)
+
+
+def test_fit_or_reuse_trains_once_reuses_and_refuses_other_settings(tmp_path, digits):
+    from robustrep.errors import UserError
+    from robustrep.training import fit_or_reuse
+
+    X = digits[0][:64]
+    config = {"model": "vae", "hparams": {"latent_dim": 2}, "training": {"epochs": 1}}
+    build = lambda: rr.models.build("vae", input_shape=[1, 8, 8], latent_dim=2, hidden=16)  # noqa: E731
+    trained, seconds = fit_or_reuse(build(), X, run_dir=tmp_path, config=config, device="cpu", epochs=1, progress=False)
+    assert not trained.training and (tmp_path / "model.safetensors").exists()
+    reused, again = fit_or_reuse(build(), X, run_dir=tmp_path, config=config, device="cpu", epochs=1, progress=False)
+    assert again == seconds  # read from the folder's metrics, not trained again
+    for a, b in zip(trained.state_dict().values(), reused.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = dict(config, hparams={"latent_dim": 3})
+    with pytest.raises(UserError, match="holds a vae trained with other settings"):
+        fit_or_reuse(build(), X, run_dir=tmp_path, config=other, device="cpu", epochs=1, progress=False)

@@ -43,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import manifest
 from .errors import UserError
-from .runs import save_weights, write_yaml
+from .runs import load_weights, read_metrics, read_yaml, save_weights, write_yaml
 from .utils import is_main_process, resolve_device  # noqa: F401  (is_main_process: part of this module's API)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
@@ -396,3 +396,30 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
 def train_seconds(history: list[dict]) -> float:
     """Wall time of all epochs of a run, resumed parts included."""
     return round(sum(r.get("seconds", 0.0) for r in history), 1)
+
+
+def fit_or_reuse(
+    model: nn.Module, X, y: torch.Tensor | None = None, *, run_dir, config: dict, device, **fit_kwargs
+) -> tuple[nn.Module, float]:
+    """A reproduction's model in its own folder: trained there, continued after a kill, or reused when
+    finished; a folder holding a model trained with another `config` is refused. Returns the model in
+    eval mode and its training wall time, resumed parts included."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.yaml").exists() and read_yaml(run_dir / "config.yaml") != config:
+        what = config.get("model", "model")
+        raise UserError(f"{run_dir} holds a {what} trained with other settings: choose a new --out or delete it")
+    if (run_dir / "model.safetensors").exists():
+        return load_weights(model, run_dir / "model.safetensors").to(device).eval(), train_seconds(
+            read_metrics(run_dir)
+        )
+    history = fit(
+        model,
+        X,
+        y,
+        run_dir=run_dir,
+        device=device,
+        resume=(run_dir / "config.yaml").exists(),
+        config=config,
+        **fit_kwargs,
+    )
+    return model.eval(), train_seconds(history)

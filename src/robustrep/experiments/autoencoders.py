@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 from .. import data, models, plots, report, validate
-from ..errors import UserError
 from ..evaluation.probe import encode_means, fit_linear
 from ..models.linear import principal_angles, squared_error
-from ..runs import load_weights, read_metrics, read_yaml
-from ..training import fit, train_seconds
+from ..runs import read_metrics
+from ..training import fit_or_reuse
 from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
@@ -136,24 +135,18 @@ def _train(folder: Path, name: str, hparams: dict, epochs: int, X, s: dict, devi
             "seed": s["seed"],
         },
     }
-    if (folder / "config.yaml").exists() and read_yaml(folder / "config.yaml") != config:
-        raise UserError(f"{folder} holds a {name} trained with other settings: choose a new --out or delete it")
-    if (folder / "model.safetensors").exists():
-        return load_weights(model, folder / "model.safetensors").to(device).eval(), train_seconds(read_metrics(folder))
-    history = fit(
+    return fit_or_reuse(
         model,
         X,
+        run_dir=folder,
+        config=config,
+        device=device,
         epochs=epochs,
         batch_size=s["batch_size"],
         **recipe,
-        run_dir=folder,
         seed=s["seed"],
-        device=device,
-        resume=(folder / "config.yaml").exists(),
         progress=progress,
-        config=config,
     )
-    return model.eval(), train_seconds(history)
 
 
 @torch.no_grad()

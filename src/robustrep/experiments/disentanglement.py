@@ -19,8 +19,8 @@ from ..data.shapes import FACTORS, ShapesGrid, load_split
 from ..errors import UserError
 from ..evaluation import disentanglement as dm
 from ..evaluation.probe import encode_means
-from ..runs import load_weights, read_metrics, read_yaml
-from ..training import fit, train_seconds
+from ..runs import read_metrics
+from ..training import fit_or_reuse
 from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
@@ -113,24 +113,18 @@ def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None):
             "seed": s["seed"],
         },
     }
-    if (folder / "config.yaml").exists() and read_yaml(folder / "config.yaml") != config:
-        raise UserError(f"{folder} holds a model trained with other settings: choose a new --out or delete it")
-    if (folder / "model.safetensors").exists():
-        return load_weights(model, folder / "model.safetensors").to(device).eval(), train_seconds(read_metrics(folder))
-    history = fit(
+    return fit_or_reuse(
         model,
         X,
+        run_dir=folder,
+        config=config,
+        device=device,
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         lr=1e-3,
-        run_dir=folder,
         seed=s["seed"],
-        device=device,
-        resume=(folder / "config.yaml").exists(),
         progress=progress,
-        config=config,
     )
-    return model.eval(), train_seconds(history)
 
 
 def run(s: dict, out, device="auto", progress: bool = True) -> dict:

@@ -23,8 +23,7 @@ import torch
 from .. import data, models, plots, poisoning, report, validate
 from ..errors import UserError
 from ..evaluation import clean_accuracy
-from ..runs import load_weights, read_metrics
-from ..training import fit, train_seconds
+from ..training import fit_or_reuse
 from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
@@ -116,10 +115,6 @@ def _train(hparams, X, y, s, run_dir: Path, device, progress):
     """Train (or continue, or reuse) one classifier; returns it and its training seconds."""
     seed_everything(s["seed"])
     model = models.build("classifier", **hparams)
-    if (run_dir / "model.safetensors").exists():
-        return load_weights(model, run_dir / "model.safetensors").to(device).eval(), train_seconds(
-            read_metrics(run_dir)
-        )
     config = {
         "model": "classifier",
         "hparams": hparams,
@@ -134,21 +129,19 @@ def _train(hparams, X, y, s, run_dir: Path, device, progress):
             "poisoned": True,
         },
     }
-    history = fit(
+    return fit_or_reuse(
         model,
         X,
         y,
+        run_dir=run_dir,
+        config=config,
+        device=device,
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         lr=1e-3,
-        run_dir=run_dir,
         seed=s["seed"],
-        device=device,
-        resume=(run_dir / "checkpoint" / "last.pt").exists(),
         progress=progress,
-        config=config,
     )
-    return model.eval(), train_seconds(history)
 
 
 def _poison(attack: str, X, y, fraction: float, s, num_classes: int):

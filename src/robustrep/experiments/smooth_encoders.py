@@ -26,8 +26,8 @@ from ..evaluation import clean_accuracy
 from ..evaluation.pointwise import certified_points, survivors
 from ..evaluation.probe import ProbedEncoder, certifiable_network, load_probe, save_probe, train_probe
 from ..options import parse_radii
-from ..runs import load_weights, read_metrics, read_yaml
-from ..training import fit, train_seconds
+from ..runs import read_yaml
+from ..training import fit_or_reuse
 from ..utils import atomic_write, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
@@ -186,26 +186,18 @@ def train_or_resume(name, hparams, X, s, run_dir: Path, device, progress) -> tup
         "training": {k: s[k] for k in ("dataset", "epochs", "batch_size", "seed", "subset")}
         | {"lr": 1e-3, "task": s["task"]},
     }
-    if (run_dir / "config.yaml").exists() and read_yaml(run_dir / "config.yaml") != config:
-        raise UserError(f"{run_dir} holds a {name} trained with other settings: choose a new --out or delete it")
-    if (run_dir / "model.safetensors").exists():
-        return load_weights(model, run_dir / "model.safetensors").to(device).eval(), train_seconds(
-            read_metrics(run_dir)
-        )
-    history = fit(
+    return fit_or_reuse(
         model,
         X,
+        run_dir=run_dir,
+        config=config,
+        device=device,
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         lr=1e-3,
-        run_dir=run_dir,
         seed=s["seed"],
-        device=device,
-        resume=(run_dir / "config.yaml").exists(),
         progress=progress,
-        config=config,
     )
-    return model, train_seconds(history)
 
 
 def run(s: dict, out, device="auto", progress: bool = True) -> dict:
