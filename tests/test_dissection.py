@@ -12,7 +12,11 @@ from robustrep.dissection import (
     class_units,
     dissect,
     generator_layers,
+    greedy_ranking,
     mean_maps,
+    own_sample_losses,
+    random_control,
+    set_score,
     specific_ranking,
     unit_activations,
     verdict,
@@ -92,6 +96,50 @@ def test_reproduce_dissection_refuses_bad_settings_before_work(flag, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("model", ["ddpm", None])
+def test_reproduce_dissection_refuses_a_run_folder_without_a_gan_generator(model, tmp_path):
+    from robustrep.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if model:
+        (run / "config.yaml").write_text(f"model: {model}\n")
+    assert main(["reproduce", "dissection", "--quick", "--out", str(tmp_path / "r"), "--run", str(run)]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_reproduce_dissection_of_a_trained_wgan_gp_run_records_the_generator(tmp_path, monkeypatch):
+    import json
+
+    from robustrep.cli import main
+    from robustrep.experiments import dissection
+    from robustrep.training import fit
+
+    class Stand(ByBrightness):
+        info = {"test_accuracy": 0.5, "sha256": "0" * 64}
+
+    torch.manual_seed(0)
+    model = rr.models.build("wgan-gp", input_shape=[1, 28, 28], width=4)
+    config = {"model": "wgan-gp", "hparams": {"input_shape": [1, 28, 28], "width": 4}}
+    fit(
+        model,
+        torch.rand(64, 1, 28, 28),
+        epochs=1,
+        batch_size=32,
+        run_dir=tmp_path / "wgp",
+        progress=False,
+        config=config,
+    )
+    monkeypatch.setattr(dissection, "load_feature_classifier", lambda *a, **k: Stand())
+    out = tmp_path / "r"
+    args = ["--n", "100", "--units", "2", "--run", str(tmp_path / "wgp"), "--out", str(out), "--no-progress"]
+    assert main(["reproduce", "dissection", "--quick", *args]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["generator"]["model"] == "wgan-gp" and results["generator"]["epochs_done"] == 1
+    assert results["early"] is None and results["train_seconds"] >= 0
+    assert "wgan-gp generator" in (out / "report.html").read_text()
+
+
 class ByReadout:
     """A stand-in classifier: a fixed random linear readout of the pixels."""
 
@@ -139,6 +187,56 @@ def test_a_generic_unit_leads_the_causal_ranking_but_not_the_specific_one():
     assert int(causal[0][0]) == 0 and int(specific[0][0]) == 1
     assert int(specific[1][0]) == 2  # 0.3 - 0 beats 2 - 2 and 0 - 0.8
     assert int(specific_ranking(effect, [0, 2])[0][0]) == 1  # only classes present count as others
+
+
+def test_set_score_by_hand():
+    logp = torch.log(torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]]))
+    cut = torch.log(torch.tensor([[0.4, 0.6], [0.3, 0.7], [0.15, 0.85], [0.1, 0.9]]))
+    classes = torch.tensor([0, 0, 1, 1])
+    # class 0 loses log 2 on each of its samples; class 1 gains (no credit): score log 2
+    assert abs(set_score(logp, cut, classes, 0) - float(torch.log(torch.tensor(2.0)))) < 1e-6
+    # for class 1: its drop is mean(log 0.7/0.85, 0) < 0, and class 0's loss of log 2 counts against it
+    expected = float(torch.log(torch.tensor(0.7 / 0.85))) / 2 - float(torch.log(torch.tensor(2.0)))
+    assert abs(set_score(logp, cut, classes, 1) - expected) < 1e-6
+
+
+def test_greedy_ranking_picks_each_unit_by_brute_force_over_sets():
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    layer = generator_layers(model)["project"]
+    fc = ByReadout()
+    z = torch.randn(120, model.noise_dim)
+    start = {c: torch.arange(16) for c in range(10)}
+    with torch.no_grad():
+        logp = fc.features_and_logits(model.generate(z))[1].log_softmax(1)
+    read = logp.argmax(1)
+    present = read.unique().tolist()
+    ranking = greedy_ranking(model, layer, z, fc, {c: start[c] for c in present[:2]}, steps=2, pool=6, per_class=200)
+    for c, order in ranking.items():
+        assert sorted(order.tolist()) == list(range(16)) and order[2:].tolist() == [
+            u for u in range(16) if u not in order[:2].tolist()
+        ]
+
+        def score(units):
+            with torch.no_grad(), ablated(model, layer, units):
+                cut = fc.features_and_logits(model.generate(z))[1].log_softmax(1)
+            return set_score(logp, cut, read, c)
+
+        first = max(range(6), key=lambda u: score([u]))
+        second = max((u for u in range(6) if u != first), key=lambda u: score([first, u]))
+        assert order[:2].tolist() == [first, second]
+
+
+def test_dissect_with_the_greedy_ranking_extends_the_specific_order():
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    spec = dissect(model, ByReadout(), "project", n=80, units=2, ranking="specific", also_units=[4])
+    greedy = dissect(model, ByReadout(), "project", n=80, units=2, ranking="greedy", also_units=[4])
+    assert greedy["ranking"] == "greedy" and set(greedy["classes"]) == set(spec["classes"])
+    for c, r in greedy["classes"].items():
+        pool = spec["more_units"]["4"][c]["units"][:3]  # greedy picks its 2 among the specific top 3
+        assert set(r["units"]) <= set(pool)
+        assert greedy["more_units"]["4"][c]["units"][:2] == r["units"]
 
 
 def test_the_cache_computes_the_causal_effects_once(monkeypatch):
@@ -202,21 +300,65 @@ def test_dissect_judges_on_other_noise_than_it_ranks_on():
         dissect(model, fc, "project", n=50, units=2, ablation="max")
 
 
-def test_verdict_counts_halved_and_others_moved_less_by_hand():
+def test_verdict_counts_halved_and_each_reading_of_others_moved_less_by_hand():
+    def row(before, after, abs_change, rel_change, target_lost, others_lost):
+        return {
+            "share_before": before,
+            "share_after": after,
+            "others_max_change": abs_change,
+            "others_max_rel_change": rel_change,
+            "target_lost": target_lost,
+            "others_lost_max": others_lost,
+        }
+
     result = {
         "classes": {
-            0: {"share_before": 0.2, "share_after": 0.1, "others_max_change": 0.05},  # halved, others less
-            1: {"share_before": 0.2, "share_after": 0.11, "others_max_change": 0.01},  # not halved
-            2: {"share_before": 0.2, "share_after": 0.0, "others_max_change": 0.2},  # all to one class
+            0: row(0.2, 0.1, 0.05, 0.3, 0.5, 0.1),  # halved, the others move less by every reading
+            1: row(0.2, 0.11, 0.01, 0.1, 0.45, 0.05),  # not halved
+            2: row(0.2, 0.0, 0.2, 2.0, 1.0, 0.02),  # all of it to one class: fails only the share readings
+            3: row(0.2, 0.1, 0.05, 0.3, 0.5, 0.5),  # another class loses as much of its own: fails own_samples
         }
     }
     v = verdict(result)
-    assert v == {
-        "classes_halved": ["0", "2"],
-        "classes_others_moved_less": ["0", "1"],
-        "classes_passing": ["0"],
-        "of": 3,
-    }
+    assert v["classes_halved"] == ["0", "2", "3"] and v["of"] == 4
+    assert v["tests"]["absolute_share"] == {"others_moved_less": ["0", "1", "3"], "passing": ["0", "3"]}
+    assert v["tests"]["relative_share"] == {"others_moved_less": ["0", "1", "3"], "passing": ["0", "3"]}
+    assert v["tests"]["own_samples"] == {"others_moved_less": ["0", "1", "2"], "passing": ["0", "2"]}
+    assert v["classes_passing"] == ["0", "2"]  # the headline is own_samples
+
+
+def test_own_sample_losses_by_hand():
+    # 100 samples: 50 of class 0, 30 of class 1, 19 of class 2, 1 of class 3 (below 2%: not judged)
+    before = torch.tensor([0] * 50 + [1] * 30 + [2] * 19 + [3])
+    after = before.clone()
+    after[:30] = 1  # 30 of class 0's 50 become 1
+    after[50:53] = 2  # 3 of class 1's 30 become 2
+    after[99] = 0  # the lone 3 becomes a 0: too small a class to count
+    r = own_sample_losses(before, after, 0, num_classes=4)
+    assert r["target_lost"] == 0.6
+    assert r["others_lost_max"] == 0.1 and r["others_lost_class"] == 1
+    # class 1: 30 -> 30 - 3 + 30 = 57 (+90%); class 2: 19 -> 22 (+15.8%)
+    assert r["others_max_rel_change"] == round(27 / 30, 4)
+    assert own_sample_losses(before, after, 3, num_classes=4)["target_lost"] == 1.0
+
+
+def test_random_control_matches_brute_force_and_is_seeded():
+    torch.manual_seed(0)
+    model = rr.models.build("dcgan", width=4).eval()
+    fc = ByReadout()
+    layer = generator_layers(model)["project"]
+    z = torch.randn(80, model.noise_dim)
+    with torch.no_grad():
+        read = fc.features_and_logits(model.generate(z))[1].argmax(1)
+    r = random_control(model, layer, z, fc, read, units=3, seed=5, draws=2)
+    assert r == random_control(model, layer, z, fc, read, units=3, seed=5, draws=2)
+    g = torch.Generator().manual_seed(5 + 10_007)
+    switched = []
+    for _ in range(2):
+        with torch.no_grad(), ablated(model, layer, torch.randperm(16, generator=g)[:3].tolist()):
+            cut = fc.features_and_logits(model.generate(z))[1].argmax(1)
+        switched.append(float((cut != read).double().mean()))
+    assert abs(r["switched"] - sum(switched) / 2) < 1e-4 and r["units"] == 3 and r["draws"] == 2
 
 
 @pytest.mark.slow
@@ -259,3 +401,5 @@ def test_reproduce_dissection_end_to_end(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     assert results["classes"] and (out / "report.html").exists()
     assert len(results["variants"]) == 12 and set(results["more_units"]) == {"2", "8"}
+    assert set(results["tests"]) == {"own_samples", "relative_share", "absolute_share"}
+    assert results["random_units"]["units"] == 4 and results["more_units"]["8"]["random_units"]["units"] == 8

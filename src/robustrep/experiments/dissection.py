@@ -16,6 +16,7 @@ writes results.json, ablation.png (samples of each class before and after) and r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -24,15 +25,17 @@ from pathlib import Path
 import torch
 
 from .. import data, plots, report, validate
-from ..dissection import ABLATIONS, RANKINGS, ablated, dissect, generator_layers, mean_maps, verdict
+from ..dissection import ABLATIONS, RANKINGS, VARIANT_RANKINGS, ablated, dissect, generator_layers, mean_maps, verdict
 from ..errors import UserError
 from ..evaluation.feature_classifier import load_feature_classifier
-from ..runs import load_model, load_weights
+from ..runs import load_model, load_weights, read_metrics, read_yaml
+from ..training import train_seconds as _seconds
 from ..utils import atomic_write, resolve_device
 from .budgets import add_budget_arguments, budget_settings
 from .generative import BATCH, train_or_resume
 
 NAME = "dissection"
+GENERATORS = ("dcgan", "wgan", "wgan-gp")  # the models with the DCGAN generator (--run)
 HELP = "units of a DCGAN generator that make each digit class, and what ablating them does (Bau et al. 2019)"
 
 BUDGETS = {
@@ -44,12 +47,18 @@ BUDGETS = {
 def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--layer", default="project", help="generator layer: project (7x7) or block1 (14x14)")
-    p.add_argument("--run", default=None, help="dissect this trained dcgan run folder instead of training one")
+    p.add_argument(
+        "--run",
+        default=None,
+        help="dissect the generator of this trained run folder (dcgan, wgan, wgan-gp: `robustrep train` or the "
+        "model folders of `reproduce generative`) instead of training a DCGAN",
+    )
     p.add_argument(
         "--ranking",
         default="specific",
         help="specific (causal effect on the class minus that on the others), causal (effect of ablating each "
-        "unit alone) or contrast (activation difference)",
+        "unit alone), contrast (activation difference) or greedy (the units chosen one at a time for their joint "
+        "specific effect; slow: a pass per candidate and step, so not among the variants)",
     )
     p.add_argument("--ablation", default="zero", help="zero (Bau et al.'s removal) or mean (the unit's mean map)")
 
@@ -71,6 +80,13 @@ def settings_from(args) -> dict:
     validate.choice(args.layer, "--layer", ("project", "block1"))
     if args.run is not None:
         validate.existing_dir(args.run, "--run")
+        config = Path(args.run) / "config.yaml"
+        model = read_yaml(config).get("model") if config.exists() else None
+        if model not in GENERATORS:
+            raise UserError(
+                f"--run must be a run folder of {', '.join(GENERATORS)} (its config.yaml names the model), "
+                f"got {args.run} ({model or 'no config.yaml'})"
+            )
     validate.choice(args.ranking, "--ranking", RANKINGS)
     validate.choice(args.ablation, "--ablation", ABLATIONS)
     s.update(
@@ -103,15 +119,27 @@ def _figure(model, layer, result: dict, z: torch.Tensor, classes: torch.Tensor, 
         )
 
 
+SHORT = (
+    "share_before",
+    "share_after",
+    "others_max_change",
+    "others_switched",
+    "target_lost",
+    "others_lost_max",
+    "others_max_rel_change",
+)
+
+
 def _short(result: dict) -> dict:
-    """A variant's outcome in a line: the verdict and, per class, [share before, share after, largest change
-    of another class's share, share of the other classes' samples whose class changed]."""
+    """A variant's outcome in a line: the verdict, the random-units control, and per class the values named
+    in `columns` (SHORT: share before and after, the largest absolute change of another class's share, the
+    share of the other classes' samples whose class changed, the share of the class's own samples lost, the
+    largest share of another class's own samples lost, the largest relative change of another class's share)."""
     return {
         **verdict(result),
-        "shares": {
-            str(c): [r["share_before"], r["share_after"], r["others_max_change"], r["others_switched"]]
-            for c, r in result["classes"].items()
-        },
+        "random_units": result.get("random_units"),
+        "columns": list(SHORT),
+        "shares": {str(c): [r[k] for k in SHORT] for c, r in result["classes"].items()},
     }
 
 
@@ -122,8 +150,20 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     fc = load_feature_classifier(device, progress=progress)
     train_seconds, early = None, None
+    generator = {"model": "dcgan", "run": None}
     if s["run"]:
         model = load_model(s["run"], device)
+        generator_layers(model)  # refuses a generator without the convolutional layers (wgan --arch mlp)
+        config, history = read_yaml(Path(s["run"]) / "config.yaml"), read_metrics(s["run"])
+        train_seconds = _seconds(history)
+        generator = {
+            "model": config["model"],
+            "run": str(Path(s["run"]).resolve()),
+            "hparams": config.get("hparams"),
+            "training": config.get("training"),
+            "epochs_done": len(history),
+            "sha256": hashlib.sha256((Path(s["run"]) / "model.safetensors").read_bytes()).hexdigest(),
+        }
     else:
         X, y = data.load("mnist", "train")
         X, _ = data.random_subset(X, y, s["subset"], s["seed"])
@@ -151,7 +191,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     layers = generator_layers(model)
     variants = {}
     for name in layers:
-        for ranking in RANKINGS:
+        for ranking in VARIANT_RANKINGS:
             for ablation in ABLATIONS:
                 key = f"{name}/{ranking}/{ablation}"
                 if (name, ranking, ablation) == (s["layer"], s["ranking"], s["ablation"]):
@@ -163,7 +203,10 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
                 )
                 variants[key] = _short(r)
                 print(f"{key}: {len(variants[key]['classes_passing'])} of {variants[key]['of']} pass", file=sys.stderr)
-    more_units = {k: _short(dict(result, classes=v)) for k, v in result.get("more_units", {}).items()}
+    more_units = {
+        k: _short(dict(result, classes=v, random_units=result["more_units_random"][k]))
+        for k, v in result.get("more_units", {}).items()
+    }
     early_result = None
     if early is not None:
         early_result = _short(dissect(early, fc, s["layer"], s["n"], s["units"], seed=s["seed"], **chosen))
@@ -175,56 +218,57 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     classes = {str(c): r for c, r in result["classes"].items()}
     v = verdict(result)
     results = {
-        **{k: val for k, val in result.items() if k != "more_units"},
+        **{k: val for k, val in result.items() if k not in ("more_units", "more_units_random")},
         "classes": classes,
         **v,
         "more_units": more_units,
         "variants": variants,
         "early": None if early_result is None else {"epochs": s["early_epochs"], **early_result},
         "train_seconds": train_seconds,
+        "generator": generator,
         "classifier": {k: fc.info[k] for k in ("test_accuracy", "sha256")},
         "settings": s,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
+    columns = ("share_before", "share_after", "others_max_change", "others_max_rel_change", "target_lost")
     rows = [
         [
             c,
-            r["share_before"],
-            r["share_after"],
-            r["others_max_change"],
-            r["others_switched"],
+            *(r[k] for k in columns),
+            f"{r['others_lost_max']} ({r['others_lost_class']})",
             " ".join(map(str, r["units"])),
         ]
         for c, r in classes.items()
     ]
-    rows += [
-        [f"variant {k}", "", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
-        for k, x in variants.items()
-    ]
-    rows += [
-        [f"{k} units", "", "", "", "", f"{len(x['classes_passing'])} of {x['of']} classes pass"]
-        for k, x in more_units.items()
-    ]
+    blank = [""] * (len(columns) + 1)
+
+    def passes(x: dict) -> str:
+        return "; ".join(f"{t}: {len(x['tests'][t]['passing'])}" for t in x["tests"]) + f" of {x['of']} pass"
+
+    rows.append(["random units", *blank, str(result["random_units"])])
+    rows += [[f"variant {k}", *blank, passes(x)] for k, x in variants.items()]
+    rows += [[f"{k} units", *blank, passes(x)] for k, x in more_units.items()]
     if early_result:
-        rows.append(
-            [
-                f"after {s['early_epochs']} epochs",
-                "",
-                "",
-                "",
-                "",
-                f"{len(early_result['classes_passing'])} of {early_result['of']} classes pass",
-            ]
-        )
+        rows.append([f"after {s['early_epochs']} epochs", *blank, passes(early_result)])
     report.write_html(
         out / "report.html",
-        "Unit dissection of a DCGAN generator",
+        f"Unit dissection of a {generator['model']} generator",
         f"Layer {s['layer']} ({result['units_in_layer']} units); the top {s['units']} units of each class by "
         f"{s['ranking']} ranking set to {s['ablation']}; units ranked on {s['n']} samples, judged on {s['n']} "
         f"others with the same noise before and after. Classes whose share at least halved while every other "
-        f"class moved less: {len(v['classes_passing'])} of {v['of']}. Wall time {results['seconds']:.0f} s.",
-        ["class", "share before", "share after", "largest change of another class", "others switched", "units"],
+        f"class lost a smaller share of its own samples: {len(v['classes_passing'])} of {v['of']} "
+        f"({passes(v)}, by the three readings of 'the others move less'). Wall time {results['seconds']:.0f} s.",
+        [
+            "class",
+            "share before",
+            "share after",
+            "largest change of another class's share",
+            "largest relative change",
+            "own samples lost",
+            "largest share of another class's own samples lost (class)",
+            "units",
+        ],
         rows,
         [out / "ablation.png"],
         s,
