@@ -7,8 +7,12 @@ its custom encoder and decoder), the same loss settings, batch size, learning ra
   (pythae's weights are loaded into our model: the modules are the same), mean over 5 noise draws.
 
 Ratios ours / pythae (<= 1 is ours faster or better) go to benchmarks/results/autoencoders.json.
+With --seeds K both sides are trained from K seeds (0 .. K-1: initial weights, batch order, noise), and
+each side's final test loss is reported as its mean and sample standard deviation over the seeds: a loss
+difference smaller than that spread is one training trajectory against another, not a different loss.
 
-    python benchmarks/autoencoders.py [--quick] [--threads 1] [--out benchmarks/results/autoencoders.json]
+    python benchmarks/autoencoders.py [--quick] [--threads 1] [--models info-vae] [--seeds 5]
+                                      [--out benchmarks/results/autoencoders.json]
 """
 
 from __future__ import annotations
@@ -88,6 +92,23 @@ def pythae_modules(ours: nn.Module):
     return Encoder(copy.deepcopy(ours.encoder)), Decoder(copy.deepcopy(ours.decoder))
 
 
+def parse_models(text: str) -> list[str]:
+    """Comma-separated model names, each one with a pythae twin here (checked before any work)."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    known = ("ae", "vae", "beta-vae", "info-vae", "wae-mmd")
+    bad = [n for n in names if n not in known]
+    if not names or bad:
+        raise rr.errors.UserError(f"--models takes names from {', '.join(known)}, got {text!r}")
+    return names
+
+
+def spread(values: list[float]) -> dict:
+    """Mean and sample standard deviation (0 for one value) of per-seed numbers, rounded to 3 places."""
+    t = torch.tensor(values, dtype=torch.float64)
+    std = float(t.std()) if len(values) > 1 else 0.0
+    return {"mean": round(float(t.mean()), 3), "std": round(std, 3), "values": [round(v, 3) for v in values]}
+
+
 @torch.no_grad()
 def test_loss(model: nn.Module, X: torch.Tensor, draws: int = 5) -> float:
     model.eval()
@@ -98,12 +119,19 @@ def test_loss(model: nn.Module, X: torch.Tensor, draws: int = 5) -> float:
     return sum(values) / draws
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5000 training images, 2 epochs (default 20000, 5)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default="benchmarks/results/autoencoders.json")
-    args = ap.parse_args()
+    ap.add_argument("--models", default="ae,vae,beta-vae,info-vae,wae-mmd", help="comma-separated (default all)")
+    ap.add_argument("--seeds", type=int, default=1, help="train each side from seeds 0 .. K-1 (default 1)")
+    args = ap.parse_args(argv)
+    try:
+        names = parse_models(args.models)
+        seeds = rr.validate.positive(args.seeds, "--seeds", integer=True, high=1000)
+    except rr.errors.UserError as e:
+        ap.error(str(e))
     torch.set_num_threads(args.threads)
     from pythae.pipelines import TrainingPipeline
     from pythae.trainers import BaseTrainerConfig
@@ -126,36 +154,42 @@ def main() -> None:
             ),
             training_config=BaseTrainerConfig(output_dir=tmp, num_epochs=1, no_cuda=True),
         )(train_data=X[:200], eval_data=None)
-    for name, (hparams, cls, config_cls, extra) in twins().items():
-        torch.manual_seed(0)
-        ours = rr.models.build(name, **hparams)
-        twin_start = copy.deepcopy(ours)
-        t0 = time.perf_counter()
-        fit(ours, X, epochs=epochs, batch_size=batch, lr=lr, seed=0, progress=False)
-        ours_epoch = (time.perf_counter() - t0) / epochs
-
-        torch.manual_seed(0)
-        encoder, decoder = pythae_modules(twin_start)
-        config = config_cls(input_dim=(1, 28, 28), latent_dim=LATENT, **extra)
-        theirs = cls(model_config=config, encoder=encoder, decoder=decoder)
-        with tempfile.TemporaryDirectory() as tmp:
-            tc = BaseTrainerConfig(
-                output_dir=tmp,
-                num_epochs=epochs,
-                learning_rate=lr,
-                per_device_train_batch_size=batch,
-                per_device_eval_batch_size=batch,
-                no_cuda=True,
-                optimizer_cls="Adam",
-                seed=0,
-            )
+    for name in names:
+        hparams, cls, config_cls, extra = twins()[name]
+        ours_epochs, theirs_epochs, ours_losses, theirs_losses = [], [], [], []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            ours = rr.models.build(name, **hparams)
+            twin_start = copy.deepcopy(ours)
             t0 = time.perf_counter()
-            TrainingPipeline(model=theirs, training_config=tc)(train_data=X, eval_data=None)
-            theirs_epoch = (time.perf_counter() - t0) / epochs
-        scored = copy.deepcopy(twin_start)
-        scored.encoder.load_state_dict(theirs.encoder.body.state_dict())
-        scored.decoder.load_state_dict(theirs.decoder.body.state_dict())
-        ours_loss, theirs_loss = test_loss(ours, Xt), test_loss(scored, Xt)
+            fit(ours, X, epochs=epochs, batch_size=batch, lr=lr, seed=seed, progress=False)
+            ours_epochs.append((time.perf_counter() - t0) / epochs)
+
+            torch.manual_seed(seed)
+            encoder, decoder = pythae_modules(twin_start)
+            config = config_cls(input_dim=(1, 28, 28), latent_dim=LATENT, **extra)
+            theirs = cls(model_config=config, encoder=encoder, decoder=decoder)
+            with tempfile.TemporaryDirectory() as tmp:
+                tc = BaseTrainerConfig(
+                    output_dir=tmp,
+                    num_epochs=epochs,
+                    learning_rate=lr,
+                    per_device_train_batch_size=batch,
+                    per_device_eval_batch_size=batch,
+                    no_cuda=True,
+                    optimizer_cls="Adam",
+                    seed=seed,
+                )
+                t0 = time.perf_counter()
+                TrainingPipeline(model=theirs, training_config=tc)(train_data=X, eval_data=None)
+                theirs_epochs.append((time.perf_counter() - t0) / epochs)
+            scored = copy.deepcopy(twin_start)
+            scored.encoder.load_state_dict(theirs.encoder.body.state_dict())
+            scored.decoder.load_state_dict(theirs.decoder.body.state_dict())
+            ours_losses.append(test_loss(ours, Xt))
+            theirs_losses.append(test_loss(scored, Xt))
+        ours_epoch, theirs_epoch = sum(ours_epochs) / seeds, sum(theirs_epochs) / seeds
+        ours_loss, theirs_loss = sum(ours_losses) / seeds, sum(theirs_losses) / seeds
         rows[name] = {
             "pythae": cls.__name__,
             "ours_epoch_seconds": round(ours_epoch, 3),
@@ -165,6 +199,8 @@ def main() -> None:
             "pythae_test_loss": round(theirs_loss, 3),
             "test_loss_difference": round(ours_loss - theirs_loss, 3),
         }
+        if seeds > 1:  # per seed, and each side's spread over seeds
+            rows[name] |= {"ours_test_loss_seeds": spread(ours_losses), "pythae_test_loss_seeds": spread(theirs_losses)}
         print(name, rows[name], flush=True)
 
     from importlib.metadata import version
@@ -179,6 +215,7 @@ def main() -> None:
             "n_train": n_train,
             "n_test": len(Xt),
             "epochs": epochs,
+            "seeds": seeds,
             "batch_size": batch,
             "lr": lr,
             "latent_dim": LATENT,
