@@ -84,6 +84,18 @@ def test_a_rotated_pair_of_factors_shows_as_spread_information():
     assert rows[2]["dims"][0] == 2 and rows[2]["gap"] > 0.95
 
 
+def test_a_code_rotated_45_degrees_confuses_the_beta_vae_metric():
+    # z = [f0 + f1, f0 - f1, f2] with f0 and f1 alike (4 values each): a vote fixing f0 gives
+    # |dz1| = |dz2| = |df1|, one fixing f1 gives |dz1| = |dz2| = |df0|, the same law, so those votes are
+    # told apart at chance (1/2) and f2's always: 1/3 * 1 + 2/3 * 1/2 = 2/3, where the aligned code scores 1
+    def rotated(f):
+        return torch.stack([f[:, 0] + f[:, 1], f[:, 0] - f[:, 1], f[:, 2]], 1).double()
+
+    got = dm.beta_vae_metric(rotated, (4, 4, 5), n_train=1500, n_test=1500, pairs=32)
+    assert got == pytest.approx(2 / 3, abs=0.05)
+    assert dm.beta_vae_metric(perfect, (4, 4, 5), n_train=600, n_test=300, pairs=32) == pytest.approx(1.0)
+
+
 def test_factor_vae_metric_with_a_missing_factor():
     # z = [f0, u], u uniform on 3 values like f0 but independent of every factor: votes fixing f0 pick
     # dimension 0; votes fixing f1 split evenly between two dimensions of the same law, so the majority
