@@ -287,14 +287,17 @@ def test_reproduce_refuses_bad_lever_values(tmp_path, capsys, bad):
 def test_levers_enter_the_settings_only_when_used():
     parse = build_parser().parse_args
     base = smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", "--quick"]))
-    assert not {"gamma_warmup", "probe_l2", "probe_noise", "probe_posterior_noise"} & set(
-        base
-    )  # old run folders still resume
+    # the default probe is fitted with code noise; the other levers stay out, so old encoders are reused
+    assert base["probe_noise"] == smooth_encoders.PROBE_NOISE > 0
+    assert not {"gamma_warmup", "probe_l2", "probe_posterior_noise"} & set(base)
+    plain = smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", "--quick", "--probe-noise", "0"]))
+    assert not {"gamma_warmup", "probe_l2", "probe_noise", "probe_posterior_noise"} & set(plain)  # the paper's probe
     assert "gamma_warmup" not in smooth_encoders._model_hparams(base, (1, 28, 28))["se"]
     flags = ["--gamma-warmup", "3", "--probe-l2", "0.01", "--probe-noise", "0.2"]
     s = smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", "--quick", *flags]))
     assert (s["gamma_warmup"], s["probe_l2"], s["probe_noise"]) == (3, 0.01, 0.2)
-    flags = ["--probe-posterior-noise", "1"]
-    assert smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", *flags]))["probe_posterior_noise"] == 1
+    flags = ["--probe-posterior-noise", "1"]  # replaces the default code noise instead of clashing with it
+    posterior = smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", *flags]))
+    assert posterior["probe_posterior_noise"] == 1 and "probe_noise" not in posterior
     assert smooth_encoders._model_hparams(s, (1, 28, 28))["se"]["gamma_warmup"] == 3
     assert "gamma_warmup" not in smooth_encoders._model_hparams(s, (1, 28, 28))["vae"]
