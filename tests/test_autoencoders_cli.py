@@ -33,6 +33,8 @@ def _run(args, capsys):
         (["reproduce", "disentanglement", "--betas", "1,x", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--betas", "1,-4", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--grid", "huge", "--out", "{tmp}/r"], "--grid"),
+        (["reproduce", "disentanglement", "--seeds", "0", "--out", "{tmp}/r"], "--seeds"),
+        (["reproduce", "disentanglement", "--seeds", "-2", "--out", "{tmp}/r"], "--seeds"),
         (["reproduce", "discrete-toy", "--gamma", "-1", "--out", "{tmp}/r"], "--gamma"),
         (["reproduce", "discrete-toy", "--radius", "30", "--nx", "40", "--out", "{tmp}/r"], "--radius"),
     ],

@@ -162,3 +162,31 @@ def test_reproduction_records_the_metrics_after_every_epoch(tmp_path, monkeypatc
     with torch.no_grad():
         kl = rr.divergences.kl_standard_normal(*model.encode(Xt)).mean()
     assert sum(r["kl_per_dim"]) == pytest.approx(float(kl), abs=1e-3)  # the per-dimension KLs add up
+
+
+def test_reproduction_over_several_seeds(tmp_path, monkeypatch):
+    """--seeds 2: each beta trained from seeds 0 and 1 (beta-1/ and beta-1-seed-1/), each scored on the
+    same votes and samples, and the spread is that of the per-seed scores."""
+    import statistics
+
+    from robustrep.evaluation.probe import encode_means
+    from robustrep.experiments import disentanglement as exp
+
+    tiny = ShapesGrid(size=16, scales=2, orientations=2, positions_x=3, positions_y=3)
+    monkeypatch.setitem(exp.GRIDS, "small", lambda: tiny)
+    s = dict(exp.BUDGETS["quick"], epochs=1, votes=50, pairs=4, mig_samples=400, betas=[1.0], seed=0, batch_size=32)
+    r = exp.run(s | {"seeds": 2}, tmp_path / "r", device="cpu", progress=False)["models"]["1"]
+    assert [row["seed"] for row in r["seeds"]] == [0, 1]
+    assert r["seeds"][0]["mig"] == r["mig"]  # the first seed is the model the rest of the record describes
+    model = rr.models.build(
+        "vae", input_shape=[1, 16, 16], latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=1.0
+    )
+    rr.runs.load_weights(model, tmp_path / "r" / "beta-1-seed-1" / "model.safetensors")
+    model.eval()
+    mig = dm.mig(lambda f: encode_means(model, tiny.render(f)), tiny.factor_sizes, n=400, seed=0)
+    assert r["seeds"][1]["mig"] == pytest.approx(mig, abs=1e-9) and r["seeds"][1]["mig"] != r["mig"]
+    for key in ("beta_vae_metric", "factor_vae_metric", "mig", "dims_used"):
+        values = [row[key] for row in r["seeds"]]
+        assert r["over_seeds"][key]["mean"] == pytest.approx(statistics.mean(values))
+        assert r["over_seeds"][key]["std"] == pytest.approx(statistics.stdev(values))
+    assert r["dims_used"] == sum(v > exp.DIM_USED_NATS for v in r["kl_per_dim"])

@@ -41,6 +41,13 @@ def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
     p.add_argument("--betas", default="1,4", help="comma-separated KL weights to train (default 1,4)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train each beta from this many seeds (--seed, --seed + 1, ...) and report each metric's mean "
+        "and spread over them; the curve and traversals are the first seed's (default 1)",
+    )
 
 
 def parse_betas(text: str) -> list[float]:
@@ -66,8 +73,59 @@ def settings_from(args) -> dict:
         betas=parse_betas(args.betas),
         seed=validate.seed(args.seed),
         batch_size=validate.positive(args.batch_size, "--batch-size", integer=True, high=100_000),
+        seeds=validate.positive(getattr(args, "seeds", 1), "--seeds", integer=True, high=1000),
     )
     return s
+
+
+SPREAD_KEYS = ("beta_vae_metric", "factor_vae_metric", "mig", "dims_used")
+SEED_KEYS = (*SPREAD_KEYS, "test_squared_error", "train_seconds")
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation, min and max of one metric over seeds."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    std = float(t.std()) if len(t) > 1 else 0.0
+    return {"mean": float(t.mean()), "std": std, "min": float(t.min()), "max": float(t.max())}
+
+
+def _score(model, grid, Xt, s: dict, device) -> dict:
+    """The three metrics of a trained model on the encoder mean, MIG per factor, the KL of each latent
+    dimension on test images and the test squared error. The metrics draw their factors from the
+    settings' seed whatever seed trained the model: every model is scored on the same votes and samples."""
+
+    def represent(f):
+        return encode_means(model, grid.render(f).to(device))
+
+    with torch.no_grad():
+        recon = model.reconstruct(Xt[:2000].to(device))
+        recon_err = float((recon - Xt[:2000].to(device)).pow(2).flatten(1).sum(1).mean())
+        kl_per_dim = kl_standard_normal_per_dim(*model.encode(Xt[:2000].to(device)))
+    per_factor = dm.mig_per_factor(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"])
+    return {
+        "beta_vae_metric": dm.beta_vae_metric(
+            represent,
+            grid.factor_sizes,
+            n_train=s["votes"],
+            n_test=max(100, s["votes"] // 2),
+            pairs=s["pairs"],
+            seed=s["seed"],
+        ),
+        "factor_vae_metric": dm.factor_vae_metric(
+            represent, grid.factor_sizes, n_votes=s["votes"], batch=s["pairs"], seed=s["seed"]
+        ),
+        "mig": sum(row["gap"] for row in per_factor) / len(per_factor),  # = dm.mig
+        # which code dimensions carry each factor, and the mean KL of each dimension on test images
+        # (a dimension near 0 nats is unused)
+        "mig_per_factor": {FACTORS[row["factor"]]: {k: row[k] for k in ("dims", "info", "gap")} for row in per_factor},
+        "kl_per_dim": [round(float(v), 4) for v in kl_per_dim],
+        "dims_used": int((kl_per_dim > DIM_USED_NATS).sum()),
+        "test_squared_error": recon_err,
+    }
+
+
+# a latent dimension whose mean KL on test images exceeds this carries information (docs: "dimensions used")
+DIM_USED_NATS = 0.5
 
 
 def kl_standard_normal_per_dim(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -92,10 +150,11 @@ def _curve_metrics(model, grid, s: dict) -> dict:
     }
 
 
-def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None):
-    """Train (or continue, or reuse) the VAE at one beta; with `grid`, each epoch's metrics hold the
-    disentanglement metrics (_curve_metrics)."""
-    seed_everything(s["seed"])
+def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None, seed: int | None = None):
+    """Train (or continue, or reuse) the VAE at one beta from `seed` (default the settings' seed); with
+    `grid`, each epoch's metrics hold the disentanglement metrics (_curve_metrics)."""
+    seed = s["seed"] if seed is None else seed
+    seed_everything(seed)
     hparams = dict(
         input_shape=list(X.shape[1:]), latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=beta
     )
@@ -110,7 +169,7 @@ def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None):
             "epochs": s["epochs"],
             "batch_size": s["batch_size"],
             "lr": 1e-3,
-            "seed": s["seed"],
+            "seed": seed,
         },
     }
     return fit_or_reuse(
@@ -122,7 +181,7 @@ def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None):
         epochs=s["epochs"],
         batch_size=s["batch_size"],
         lr=1e-3,
-        seed=s["seed"],
+        seed=seed,
         progress=progress,
     )
 
@@ -137,48 +196,31 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     Xt, _ = load_split("test", "shape", grid=grid)
     results = {"grid": dict(zip(FACTORS, grid.factor_sizes)) | {"pixels": grid.size}, "models": {}, "settings": s}
     figures = [out / "metrics.png"]
+    seeds = [s["seed"] + i for i in range(s.get("seeds", 1))]
     for beta in s["betas"]:
+        # the first seed in beta-B/ with the per-epoch curve; further seeds in beta-B-seed-S/, without it
         model, seconds = _train(out / f"beta-{beta:g}", beta, X, s, device, progress, grid=grid)
-
-        def represent(f, model=model):
-            return encode_means(model, grid.render(f).to(device))
-
-        with torch.no_grad():
-            recon = model.reconstruct(Xt[:2000].to(device))
-            recon_err = float((recon - Xt[:2000].to(device)).pow(2).flatten(1).sum(1).mean())
-            kl_per_dim = kl_standard_normal_per_dim(*model.encode(Xt[:2000].to(device)))
-        per_factor = dm.mig_per_factor(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"])
-        r = {
-            "beta_vae_metric": dm.beta_vae_metric(
-                represent,
-                grid.factor_sizes,
-                n_train=s["votes"],
-                n_test=max(100, s["votes"] // 2),
-                pairs=s["pairs"],
-                seed=s["seed"],
-            ),
-            "factor_vae_metric": dm.factor_vae_metric(
-                represent, grid.factor_sizes, n_votes=s["votes"], batch=s["pairs"], seed=s["seed"]
-            ),
-            "mig": sum(row["gap"] for row in per_factor) / len(per_factor),  # = dm.mig
-            # which code dimensions carry each factor, and the mean KL of each dimension on test images
-            # (a dimension near 0 nats is unused)
-            "mig_per_factor": {
-                FACTORS[row["factor"]]: {k: row[k] for k in ("dims", "info", "gap")} for row in per_factor
-            },
-            "kl_per_dim": [round(float(v), 4) for v in kl_per_dim],
-            "test_squared_error": recon_err,
+        r = _score(model, grid, Xt, s, device) | {
             "train_seconds": seconds,
             # after each epoch (fewer votes and samples than the scores above): does training length matter?
             "curve": [
-                {k: r[k] for k in ("epoch", "beta_vae_metric", "mig", "kl", "recon") if k in r}
-                for r in read_metrics(out / f"beta-{beta:g}")
+                {k: row[k] for k in ("epoch", "beta_vae_metric", "mig", "kl", "recon") if k in row}
+                for row in read_metrics(out / f"beta-{beta:g}")
             ],
         }
+        if len(seeds) > 1:
+            per_seed = [{"seed": seeds[0]} | {k: r[k] for k in SEED_KEYS}]
+            for seed in seeds[1:]:
+                other, sec = _train(out / f"beta-{beta:g}-seed-{seed}", beta, X, s, device, progress, seed=seed)
+                scores = _score(other, grid, Xt, s, device)
+                per_seed.append({"seed": seed} | {k: scores[k] for k in SEED_KEYS[:-1]} | {"train_seconds": sec})
+            r["seeds"] = per_seed
+            r["over_seeds"] = {k: spread([row[k] for row in per_seed]) for k in SPREAD_KEYS}
         results["models"][f"{beta:g}"] = r
         print(
-            f"beta {beta:g}: beta-VAE metric {r['beta_vae_metric']:.3f}, FactorVAE metric "
-            f"{r['factor_vae_metric']:.3f}, MIG {r['mig']:.3f}, recon {recon_err:.1f} ({seconds:.0f} s)"
+            f"beta {beta:g}: beta-VAE metric {_shown(r, 'beta_vae_metric')}, FactorVAE metric "
+            f"{_shown(r, 'factor_vae_metric')}, MIG {_shown(r, 'mig')}, recon {r['test_squared_error']:.1f} "
+            f"({seconds:.0f} s)"
         )
         path = out / f"traversals_beta{beta:g}.png"
         _traversal(model, Xt[:1].to(device), path, beta)
@@ -189,9 +231,9 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     rows = [
         [
             b,
-            f"{r['beta_vae_metric']:.3f}",
-            f"{r['factor_vae_metric']:.3f}",
-            f"{r['mig']:.3f}",
+            _shown(r, "beta_vae_metric"),
+            _shown(r, "factor_vae_metric"),
+            _shown(r, "mig"),
             f"{r['test_squared_error']:.1f}",
             f"{r['train_seconds']:.0f}",
         ]
@@ -208,6 +250,14 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         s,
     )
     return results
+
+
+def _shown(r: dict, key: str) -> str:
+    """One metric for the report: the value, or with several seeds their mean +- standard deviation."""
+    if "over_seeds" not in r:
+        return f"{r[key]:.3f}"
+    m = r["over_seeds"][key]
+    return f"{m['mean']:.3f} +- {m['std']:.3f} ({len(r['seeds'])} seeds)"
 
 
 @torch.no_grad()
@@ -231,7 +281,14 @@ def _metrics_figure(results: dict, path: Path) -> None:
         ("factor_vae_metric", "FactorVAE metric"),
         ("mig", "MIG"),
     ]:
-        ax.plot(betas, [r[key] for r in results["models"].values()], "o-", label=label)
+        rows = list(results["models"].values())
+        if all("over_seeds" in r for r in rows):  # several seeds: their mean, bars at +- one std
+            means = [r["over_seeds"][key]["mean"] for r in rows]
+            ax.errorbar(
+                betas, means, yerr=[r["over_seeds"][key]["std"] for r in rows], fmt="o-", capsize=3, label=label
+            )
+        else:
+            ax.plot(betas, [r[key] for r in rows], "o-", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("beta")
     ax.set_ylim(0, 1)
