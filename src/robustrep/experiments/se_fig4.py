@@ -4,8 +4,9 @@ encoder is trained once without labels; a linear probe per task on its frozen me
 with the paper's l_inf PGD. Writes results.json, color-mnist.png (one panel per task) and report.html; a
 killed run continues with the same --out.
 
-The conv SE's gamma is not yet calibrated (with the MLP's 300 it collapsed, docs/results.md): the SE's
-collapse watch warns while it trains and a probe at chance is marked in results.json; set --gamma.
+The conv SE has its own gamma, se_figures.CONV_SE (30; with the MLP's 300 it collapsed to a constant
+encoder, configs/conv-calibration*.yaml and docs/results.md); --gamma overrides it. The SE's collapse
+watch warns while it trains and a probe at chance is marked in results.json.
 `--dataset color-digits` (sklearn's 8x8 digits in the same 7 colours) is a seconds-long smoke test.
 """
 
@@ -18,7 +19,9 @@ from . import se_figures as sf
 NAME = "se-fig4"
 HELP = "Color-MNIST, conv, digit and colour probes: VAE vs SE (Cemgil et al. 2020, Fig. 4)"
 # Color-MNIST is 7 x 60000 images: a fixed random subset trains the encoders (the probes see them all)
-BUDGETS = sf.budgets(quick=dict(epochs=3, subset=20000, n_eval=500), full=dict(subset=60000))
+BUDGETS = sf.budgets(
+    quick=dict(epochs=3, subset=20000, n_eval=500, **sf.CONV_SE), full=dict(subset=60000, **sf.CONV_SE)
+)
 TASKS = ("digit", "color")
 
 
@@ -32,8 +35,8 @@ def add_arguments(p) -> None:
 
 
 def settings_from(args) -> dict:
-    s = sf.settings_from(args, BUDGETS, tasks=TASKS)
-    s.update(arch="conv", select_radii=sf.radius_list(args.select_radii, "--select-radii"))
+    s = sf.settings_from(args, BUDGETS, tasks=TASKS, arch="conv")
+    s.update(select_radii=sf.radius_list(args.select_radii, "--select-radii"))
     return s
 
 

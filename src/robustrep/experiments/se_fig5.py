@@ -5,14 +5,16 @@ training budget; a linear probe on each frozen mean attacked end to end with the
 Writes results.json, radii.png (one panel per architecture) and report.html; a killed run continues with
 the same --out.
 
-The conv SE shares the MLP's gamma unless --gamma says otherwise; with gamma 300 it has collapsed before
-(docs/results.md), which the SE's collapse watch reports while it trains and the results mark.
+Each architecture has its own gamma: --gamma is the MLP SE's (300), --conv-gamma the conv SE's (default
+se_figures.CONV_SE, calibrated on Color-MNIST: with the MLP's 300 the conv SE collapses to a constant
+encoder, docs/results.md), which the SE's collapse watch reports while it trains and the results mark.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .. import validate
 from ..errors import UserError
 from . import se_figures as sf
 
@@ -30,6 +32,12 @@ def add_arguments(p) -> None:
         default="0.1,0.2,0.3",
         help="selection radii to train an SE with (default 0.1,0.2,0.3; replaces --select-eps)",
     )
+    p.add_argument(
+        "--conv-gamma",
+        type=float,
+        default=None,
+        help=f"the conv SE's gamma (default {sf.CONV_SE['gamma']:g}, its calibration; --gamma sets the MLP SE's)",
+    )
 
 
 def settings_from(args) -> dict:
@@ -39,6 +47,9 @@ def settings_from(args) -> dict:
         raise UserError(f"--archs takes distinct names from {', '.join(ARCHS)}, got {args.archs!r}")
     s.pop("arch")
     s.update(archs=archs, select_radii=sf.radius_list(args.select_radii, "--select-radii"))
+    if "conv" in archs:
+        conv_gamma = sf.CONV_SE["gamma"] if args.conv_gamma is None else args.conv_gamma
+        s["conv_gamma"] = validate.positive(conv_gamma, "--conv-gamma", high=1e12)
     return s
 
 
@@ -48,8 +59,9 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     variants = {}
     for arch in s["archs"]:
         variants[f"vae-{arch}"] = sf.variant("vae", dict(s, arch=arch), shape)
+        own = {"gamma": s["conv_gamma"]} if arch == "conv" else {}  # each architecture's own calibration
         for r in s["select_radii"]:
-            variants[f"se-{arch}-{r}"] = sf.variant("se", dict(s, arch=arch), shape, select_eps=r)
+            variants[f"se-{arch}-{r}"] = sf.variant("se", dict(s, arch=arch, **own), shape, select_eps=r)
     results = sf.run_variants(s, variants, out, device, progress)
     results["figure"] = "5"
     sf.write_results(out, results)
@@ -62,7 +74,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         }
         for arch in s["archs"]
     }
-    title = f"{s['dataset']}: VAE vs SE per selection radius (L={s['select_steps']})"
+    gammas = ", ".join(f"{a} gamma {s['conv_gamma'] if a == 'conv' else s['gamma']:g}" for a in s["archs"])
+    title = f"{s['dataset']}: VAE vs SE per selection radius (L={s['select_steps']}; {gammas})"
     figure = sf.curves(panels, out / "radii.png", title)
     sf.write_report(out, f"Figure 5: {title}", "VAE and SE per architecture and selection radius.", results, [figure])
     return results
