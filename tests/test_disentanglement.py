@@ -96,6 +96,15 @@ def test_a_code_rotated_45_degrees_confuses_the_beta_vae_metric():
     assert dm.beta_vae_metric(perfect, (4, 4, 5), n_train=600, n_test=300, pairs=32) == pytest.approx(1.0)
 
 
+def test_a_code_of_position_alone_caps_the_beta_vae_metric_at_three_fifths():
+    # the small grid's five factors, a code holding x and y exactly and nothing else: votes fixing x or y
+    # are told apart; votes fixing shape, scale or orientation change no code dimension less than the
+    # others, so the classifier can only guess among those three: 2/5 + 3/5 * 1/3 = 3/5
+    sizes = ShapesGrid.small().factor_sizes
+    got = dm.beta_vae_metric(lambda f: f[:, 3:].double(), sizes, n_train=1500, n_test=1500, pairs=32)
+    assert got == pytest.approx(3 / 5, abs=0.05)
+
+
 def test_factor_vae_metric_with_a_missing_factor():
     # z = [f0, u], u uniform on 3 values like f0 but independent of every factor: votes fixing f0 pick
     # dimension 0; votes fixing f1 split evenly between two dimensions of the same law, so the majority
