@@ -361,3 +361,35 @@ def test_pca_refuses_images_of_another_shape():
     pca = rr.models.build("pca", input_shape=(1, 8, 8), latent_dim=2)
     with pytest.raises(rr.errors.UserError):
         pca.fit(torch.rand(10, 1, 4, 4))
+
+
+def test_bernoulli_nll_against_a_loop_over_pixels():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(3, 1, 4, 4, generator=g) > 0.5).float()
+    m = torch.rand(3, 1, 4, 4, generator=g) * 0.98 + 0.01
+    want = [
+        -sum(math.log(p) if t == 1 else math.log(1 - p) for t, p in zip(xi.flatten().tolist(), mi.flatten().tolist()))
+        for xi, mi in zip(x, m)
+    ]
+    torch.testing.assert_close(dv.bernoulli_nll(x, m), torch.tensor(want), rtol=1e-5, atol=1e-5)
+    # a saturated decoder costs a finite -log(eps) per wrong pixel, not inf
+    one = torch.ones(1, 1, 2, 2)
+    assert dv.bernoulli_nll(one, torch.zeros_like(one)).item() == pytest.approx(-4 * math.log(1e-6), rel=1e-4)
+
+
+def test_vae_with_a_bernoulli_decoder():
+    x = (torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.6).float()
+    model = rr.models.build("vae", input_shape=[1, 8, 8], latent_dim=3, likelihood="bernoulli", beta=4.0)
+    torch.manual_seed(5)
+    out = model.loss(x)
+    torch.manual_seed(5)
+    mu, var = model.encoder(x)
+    recon = dv.bernoulli_nll(x, model.decode(model.sample_latent(mu, var)))
+    torch.testing.assert_close(out["recon"], recon.mean())
+    torch.testing.assert_close(out["loss"], (recon + 4.0 * dv.kl_standard_normal(mu, var)).mean())
+    gauss = rr.models.build("vae", input_shape=[1, 8, 8], latent_dim=3, beta=4.0)
+    gauss.load_state_dict(model.state_dict())
+    torch.manual_seed(5)
+    assert not torch.allclose(gauss.loss(x)["recon"], out["recon"])  # the flag changes the likelihood
+    with pytest.raises(rr.errors.UserError):
+        rr.models.build("vae", input_shape=[1, 8, 8], likelihood="poisson")

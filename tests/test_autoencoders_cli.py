@@ -34,6 +34,8 @@ def _run(args, capsys):
         (["reproduce", "disentanglement", "--betas", "1,-4", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--grid", "huge", "--out", "{tmp}/r"], "--grid"),
         (["reproduce", "disentanglement", "--seeds", "0", "--out", "{tmp}/r"], "--seeds"),
+        (["reproduce", "disentanglement", "--likelihood", "poisson", "--out", "{tmp}/r"], "--likelihood"),
+        (["train", "vae", "--dataset", "digits", "--likelihood", "laplace", "--out", "{tmp}/r"], "likelihood"),
         (["reproduce", "disentanglement", "--seeds", "-2", "--out", "{tmp}/r"], "--seeds"),
         (["reproduce", "discrete-toy", "--gamma", "-1", "--out", "{tmp}/r"], "--gamma"),
         (["reproduce", "discrete-toy", "--radius", "30", "--nx", "40", "--out", "{tmp}/r"], "--radius"),

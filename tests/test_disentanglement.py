@@ -199,3 +199,16 @@ def test_reproduction_over_several_seeds(tmp_path, monkeypatch):
         assert r["over_seeds"][key]["mean"] == pytest.approx(statistics.mean(values))
         assert r["over_seeds"][key]["std"] == pytest.approx(statistics.stdev(values))
     assert r["dims_used"] == sum(v > exp.DIM_USED_NATS for v in r["kl_per_dim"])
+
+
+def test_reproduction_with_the_bernoulli_likelihood(tmp_path, monkeypatch):
+    from robustrep.experiments import disentanglement as exp
+
+    tiny = ShapesGrid(size=16, scales=2, orientations=2, positions_x=3, positions_y=3)
+    monkeypatch.setitem(exp.GRIDS, "small", lambda: tiny)
+    s = dict(exp.BUDGETS["quick"], epochs=1, votes=50, pairs=4, mig_samples=400, betas=[4.0], seed=0, batch_size=32)
+    exp.run(s | {"likelihood": "bernoulli"}, tmp_path / "r", device="cpu", progress=False)
+    config = rr.runs.read_yaml(tmp_path / "r" / "beta-4" / "config.yaml")
+    assert config["hparams"]["likelihood"] == "bernoulli"
+    (epoch,) = rr.runs.read_metrics(tmp_path / "r" / "beta-4")
+    assert epoch["recon"] > 0  # a Bernoulli NLL of binary pixels; the Gaussian one at v = 0.1 carries -59.6

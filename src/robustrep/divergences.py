@@ -57,6 +57,15 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, obs_var: float) -> torch.T
     return sq / (2.0 * obs_var) + 0.5 * dims * math.log(2.0 * math.pi * obs_var)
 
 
+def bernoulli_nll(x: torch.Tensor, mean: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """-log prod_i m_i^x_i (1 - m_i)^(1 - x_i) per example: -sum_i [x_i log m_i + (1 - x_i) log(1 - m_i)],
+    summed over data dims (the Bernoulli decoder of Kingma & Welling 2014, App. C.1, and of Higgins et
+    al. 2017 on dSprites); the mean m is clamped to [eps, 1 - eps] so a saturated sigmoid costs a finite
+    amount."""
+    m = mean.clamp(eps, 1.0 - eps)
+    return -(x * m.log() + (1.0 - x) * (1.0 - m).log()).flatten(1).sum(1)
+
+
 # Kernels and the maximum mean discrepancy between two samples (InfoVAE, WAE-MMD). Scale C of the
 # inverse multiquadratic kernel follows Tolstikhin et al. 2018, Sec. 4: C = 2 d sigma_z^2 for a prior
 # N(0, sigma_z^2 I_d), summed over the scales C * s of KERNEL_SCALES ("we used several values of C").

@@ -19,6 +19,7 @@ from ..data.shapes import FACTORS, ShapesGrid, load_split
 from ..errors import UserError
 from ..evaluation import disentanglement as dm
 from ..evaluation.probe import encode_means
+from ..models.vae import LIKELIHOODS
 from ..runs import read_metrics
 from ..training import fit_or_reuse
 from ..utils import atomic_write, resolve_device, seed_everything
@@ -28,8 +29,26 @@ NAME = "disentanglement"
 HELP = "beta-VAE on dSprites-style shapes: beta-VAE metric, FactorVAE metric and MIG for several beta"
 
 BUDGETS = {
-    "quick": dict(epochs=5, latent_dim=10, obs_var=0.1, votes=1000, pairs=32, mig_samples=10000, grid="small"),
-    "full": dict(epochs=30, latent_dim=10, obs_var=0.1, votes=5000, pairs=64, mig_samples=10000, grid="small"),
+    "quick": dict(
+        epochs=5,
+        latent_dim=10,
+        obs_var=0.1,
+        votes=1000,
+        pairs=32,
+        mig_samples=10000,
+        grid="small",
+        likelihood="gaussian",
+    ),
+    "full": dict(
+        epochs=30,
+        latent_dim=10,
+        obs_var=0.1,
+        votes=5000,
+        pairs=64,
+        mig_samples=10000,
+        grid="small",
+        likelihood="gaussian",
+    ),
 }
 GRIDS = {
     "small": ShapesGrid.small,
@@ -69,6 +88,7 @@ def settings_from(args) -> dict:
     validate.number(s["pairs"], "--pairs", low=2, high=10**5, integer=True)
     validate.number(s["mig_samples"], "--mig-samples", low=100, high=10**7, integer=True)
     validate.choice(s["grid"], "--grid", tuple(GRIDS))
+    validate.choice(s["likelihood"], "--likelihood", LIKELIHOODS)
     s.update(
         betas=parse_betas(args.betas),
         seed=validate.seed(args.seed),
@@ -156,7 +176,12 @@ def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None, s
     seed = s["seed"] if seed is None else seed
     seed_everything(seed)
     hparams = dict(
-        input_shape=list(X.shape[1:]), latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=beta
+        input_shape=list(X.shape[1:]),
+        latent_dim=s["latent_dim"],
+        arch="conv",
+        obs_var=s["obs_var"],
+        beta=beta,
+        likelihood=s.get("likelihood", "gaussian"),  # bernoulli: obs_var unused
     )
     model = models.build("vae", **hparams)
     if grid is not None:
