@@ -46,7 +46,12 @@ BUDGETS = {
 
 def add_arguments(p) -> None:
     add_budget_arguments(p, BUDGETS)
-    p.add_argument("--layer", default="project", help="generator layer: project (7x7) or block1 (14x14)")
+    p.add_argument(
+        "--layer",
+        default="block1",
+        help="generator layer: block1 (14x14, the middle layer, where Bau et al. look; default) or project (7x7, "
+        "the first layer after the noise)",
+    )
     p.add_argument(
         "--run",
         default=None,
