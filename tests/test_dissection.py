@@ -400,6 +400,6 @@ def test_reproduce_dissection_end_to_end(tmp_path, monkeypatch):
     )
     results = json.loads((out / "results.json").read_text())
     assert results["classes"] and (out / "report.html").exists()
-    assert len(results["variants"]) == 12 and set(results["more_units"]) == {"2", "8"}
+    assert len(results["variants"]) == 12 and set(results["more_units"]) == {"2", "7"}  # block1 of width 4 has 8 units
     assert set(results["tests"]) == {"own_samples", "relative_share", "absolute_share"}
-    assert results["random_units"]["units"] == 4 and results["more_units"]["8"]["random_units"]["units"] == 8
+    assert results["random_units"]["units"] == 4 and results["more_units"]["7"]["random_units"]["units"] == 7

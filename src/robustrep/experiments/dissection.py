@@ -188,7 +188,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         )
     model.eval()
     chosen = dict(ranking=s["ranking"], ablation=s["ablation"])
-    halves = sorted({max(1, s["units"] // 2), min(2 * s["units"], 1000)} - {s["units"]})
+    # half and twice the units, twice capped below the layer's size (block1 of a narrow generator is small)
+    halves = sorted({max(1, s["units"] // 2), min(2 * s["units"], _units_in(model, s["layer"]) - 1)} - {s["units"]})
     cache = {}  # the causal effects of each layer and ablation, computed once for both causal rankings
     result = dissect(
         model, fc, s["layer"], s["n"], s["units"], seed=s["seed"], also_units=halves, cache=cache, **chosen
