@@ -56,3 +56,19 @@ def test_two_processes_write_one_run_resume_and_match_one_process(tmp_path, digi
     # the shards see the same examples per step, but draw different noise: equal within 1%
     assert lines[-1]["loss"] == pytest.approx(history[-1]["loss"], rel=0.01)
     assert lines[-1]["loss"] < 0.99 * lines[0]["loss"]  # and it trained
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
+def test_reproduce_under_torchrun_trains_on_every_rank_and_evaluates_once(tmp_path, digits):
+    tiny = ["--dataset", "digits", "--quick", "--epochs", "1", "--n-eval", "40", "--radii", "0.1"]
+    tiny += ["--attack-steps", "3", "--restarts", "1", "--select-steps", "2", "--no-progress", "--out", "se"]
+    done = torchrun("reproduce", "smooth-encoders", *tiny, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # each model's attack is reported once (rank 0), not once per rank
+    assert done.stderr.count("vae: eps 0.1: adversarial accuracy") == 1
+    assert done.stderr.count("se: eps 0.1: adversarial accuracy") == 1
+    results = json.loads((tmp_path / "se" / "results.json").read_text())
+    assert set(results["models"]) == {"vae", "se"} and "provenance" in results
+    for name in ("vae", "se"):  # both ranks trained each model: its metrics were written once, by rank 0
+        lines = (tmp_path / "se" / name / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines] == [1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import experiments, report, validate
 from ..options import add_common_options
-from ..utils import atomic_write
+from ..utils import atomic_write, is_main_process
 
 
 def experiment_modules() -> dict:
@@ -46,7 +46,8 @@ def _runner(module):
         settings = module.settings_from(args)  # every value checked here, before any work
         report.code_version()  # read now and kept: the results name the code this run started with
         module.run(settings, out=out, device=args.device, progress=not args.no_progress)
-        stamp_provenance(out / "results.json", getattr(args, "command_line", None))
+        if is_main_process():  # under torchrun the other ranks may finish first: rank 0 writes the file
+            stamp_provenance(out / "results.json", getattr(args, "command_line", None))
         return 0
 
     return run

@@ -28,7 +28,7 @@ from ..evaluation.probe import ProbedEncoder, certifiable_network, load_probe, s
 from ..options import parse_radii
 from ..runs import read_yaml
 from ..training import fit_or_reuse
-from ..utils import atomic_write, resolve_device, seed_everything
+from ..utils import atomic_write, is_main_process, resolve_device, seed_everything
 from .budgets import add_budget_arguments, budget_settings
 
 NAME = "smooth-encoders"
@@ -239,6 +239,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     for name, hparams in _model_hparams(s, X.shape[1:]).items():
         run_dir = out / name
         model, r_train_seconds = train_or_resume(name, hparams, X, s, run_dir, device, progress)
+        if not is_main_process():
+            continue  # under torchrun every rank trains (DDP); rank 0 alone probes, attacks and writes
         r = state["models"].setdefault(name, {"adversarial": {}})
         r["train_seconds"] = r_train_seconds
         probe_settings = {k: s[k] for k in PROBE_LEVERS if s.get(k)}
@@ -300,6 +302,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
             r["certified"]["seconds"] = round(time.perf_counter() - t0, 1)
             _save_state(partial_path, state, t_start)
 
+    if not is_main_process():
+        return {}
     seconds = state["seconds_before"] + time.perf_counter() - t_start
     results = {
         "dataset": s["dataset"],
