@@ -1,17 +1,19 @@
-"""Unit dissection of a DCGAN generator on MNIST (after Bau et al. 2019): for each digit class, the units
-of one generator layer ranked by their causal effect on that class (the drop of our classifier's
-log-probability of the class when the unit alone is ablated) less their mean effect on the other classes
-(`--ranking specific`, the default), by that effect alone (`causal`), or by how well their mean
-activation predicts the class (`contrast`); then a class's top units are forced to 0 (or to their mean map,
-`--ablation mean`) and fresh noise is generated with and without them. A class's share should drop by at
-least half while every other class changes less.
+"""Unit dissection of a DCGAN-style generator on MNIST (after Bau et al. 2019): for each digit class, the
+units of one generator layer (`--layer block1`, the middle one, by default) ranked by their causal effect
+on that class (the drop of our classifier's log-probability of the class when the unit alone is ablated)
+less their mean effect on the other classes (`--ranking specific`, the default), by that effect alone
+(`causal`), by how well their mean activation predicts the class (`contrast`), or chosen one at a time
+for their joint specific effect (`greedy`); then a class's top units are forced to 0 (or to their mean
+map, `--ablation mean`) and fresh noise is generated with and without them. A class's share should drop
+by at least half while the other classes move less: read three ways (`dissection.verdict`), next to a
+control that ablates as many random units.
 
-Besides the chosen setting, results.json holds the same test for every layer x ranking x ablation, for
-half and twice the units, and for the generator after `--early-epochs` (an undertrained one): the
-evidence of what made the test pass or fail.
+Besides the chosen setting, results.json holds the same test for every layer x ranking x ablation (not
+greedy), for half and twice the units, and for the generator after `--early-epochs` (an undertrained
+one): the evidence of what made the test pass or fail.
 
-Trains a DCGAN (or uses `--run`, a DCGAN run folder of `robustrep train dcgan`; then no early generator),
-writes results.json, ablation.png (samples of each class before and after) and report.html.
+Trains a DCGAN (or uses `--run`, a dcgan, wgan or wgan-gp run folder; then no early generator), writes
+results.json, ablation.png (samples of each class before and after) and report.html.
 """
 
 from __future__ import annotations
