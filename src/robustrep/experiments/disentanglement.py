@@ -2,8 +2,10 @@
 shapes made by code (data/shapes.py: shape 3, scale 6, orientation, x, y), and score each encoder mean with
 the beta-VAE metric (Higgins et al. 2017), the FactorVAE metric (Kim & Mnih 2018) and MIG (Chen et al.
 2018). Writes results.json, metrics.png (each metric against beta), traversals_beta{B}.png (each latent
-dimension swept over [-2.5, 2.5] from one image's code) and report.html. Anchor: Higgins et al. report a
-beta-VAE metric of 99.2% for beta-VAE against about 62% for a VAE-like baseline on dSprites.
+dimension swept over [-2.5, 2.5] from one image's code) and report.html. With --seeds K each beta is
+trained from K seeds and every metric gets its mean and spread over them (`over_seeds`); --likelihood
+bernoulli swaps the Gaussian decoder for the Bernoulli one Higgins et al. use. Anchor: Higgins et al.
+report a beta-VAE metric of 99.2% for beta-VAE against about 62% for a VAE-like baseline on dSprites.
 """
 
 from __future__ import annotations
