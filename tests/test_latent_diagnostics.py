@@ -301,3 +301,11 @@ def test_levers_enter_the_settings_only_when_used():
     assert posterior["probe_posterior_noise"] == 1 and "probe_noise" not in posterior
     assert smooth_encoders._model_hparams(s, (1, 28, 28))["se"]["gamma_warmup"] == 3
     assert "gamma_warmup" not in smooth_encoders._model_hparams(s, (1, 28, 28))["vae"]
+
+
+def test_the_conv_smooth_encoder_takes_its_own_calibrated_gamma():
+    parse = build_parser().parse_args
+    settings = lambda *flags: smooth_encoders.settings_from(parse(["reproduce", "smooth-encoders", "--quick", *flags]))  # noqa: E731
+    assert settings()["gamma"] == 300.0  # the MLP's calibration
+    assert settings("--arch", "conv")["gamma"] == smooth_encoders.CONV_SE["gamma"] == 30.0  # gamma 300 collapses
+    assert settings("--arch", "conv", "--gamma", "100")["gamma"] == 100.0  # a flag still wins

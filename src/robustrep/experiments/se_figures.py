@@ -34,15 +34,9 @@ from ..utils import atomic_write, resolve_device, seed_everything  # noqa: E402
 from . import smooth_encoders  # noqa: E402
 from .budgets import add_budget_arguments, budget_settings  # noqa: E402
 
-# The conv smooth encoder's own calibration (issue 11): with the MLP's gamma 300 it collapses to a constant
-# encoder on Color-MNIST. Measured by `robustrep sweep configs/conv-calibration.yaml` (docs/results.md,
-# "Color-MNIST, conv"); a figure's conv SE takes these unless its flags say otherwise.
-CONV_SE = dict(gamma=30.0)
-
-
-def conv_defaults(s: dict, args) -> dict:
-    """s with CONV_SE's values for every setting that no flag gave (args.KEY is None when not given)."""
-    return dict(s, **{k: v for k, v in CONV_SE.items() if getattr(args, k, None) is None})
+# The conv smooth encoder's own calibration, shared with `reproduce smooth-encoders --arch conv`
+CONV_SE = smooth_encoders.CONV_SE
+conv_defaults = smooth_encoders.conv_defaults
 
 
 def budgets(**over) -> dict[str, dict]:
