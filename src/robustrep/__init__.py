@@ -10,8 +10,13 @@ if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("robustr
     import signal as _signal
 
     def _interrupted_while_starting(signum, frame):
+        # os._exit, not SystemExit: an exception raised inside torch's import machinery can surface as
+        # another error (a RecursionError, exit code 1, was seen under load); nothing is written yet
+        import os
+
         _sys.stderr.write("robustrep: interrupted while starting\n")
-        raise SystemExit(130)
+        _sys.stderr.flush()
+        os._exit(130)
 
     _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 

@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    parser = build_parser()  # imports every command (seconds); Ctrl-C here is robustrep/__init__'s one line
+    args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt -> one line below
-    parser = build_parser()
-    args = parser.parse_args(argv)
     args.command_line = shlex.join(["robustrep", *(sys.argv[1:] if argv is None else argv)])  # for provenance
     if not getattr(args, "func", None):
         parser.print_help()
