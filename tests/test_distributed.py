@@ -72,3 +72,16 @@ def test_reproduce_under_torchrun_trains_on_every_rank_and_evaluates_once(tmp_pa
     for name in ("vae", "se"):  # both ranks trained each model: its metrics were written once, by rank 0
         lines = (tmp_path / "se" / name / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["epoch"] for line in lines] == [1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed support")
+def test_a_figure_command_under_torchrun_evaluates_once(tmp_path, digits):
+    tiny = ["--dataset", "digits", "--quick", "--epochs", "1", "--n-eval", "40", "--radii", "0.1", "--latent-dim", "4"]
+    tiny += ["--attack-steps", "2", "--restarts", "1", "--select-steps", "1", "--no-progress", "--out", "fig"]
+    done = torchrun("reproduce", "se-fig7a", *tiny, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "fig" / "results.json").read_text())
+    labels = set(results["models"])
+    assert len(labels) == 3  # the VAE, the SE with random selection, the SE with PGD selection
+    for label in labels:  # each variant attacked once (rank 0), not once per rank
+        assert done.stderr.count(f"{label} (digit): eps 0.1: adversarial accuracy") == 1, done.stderr[-2000:]

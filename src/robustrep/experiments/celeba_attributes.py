@@ -68,6 +68,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     shape = sf.input_shape(s)
     variants = {"vae": sf.variant("vae", s, shape), "se": sf.variant("se", s, shape)}
     results = sf.run_variants(s, variants, out, device, progress)
+    if results is None:  # another torchrun rank: rank 0 writes the results
+        return {}
     results["table"] = "1"
     sf.write_results(out, results)
     eps = str(0.1 if 0.1 in s["radii"] else s["radii"][0])

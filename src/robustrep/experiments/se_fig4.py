@@ -46,6 +46,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     variants = {"vae": sf.variant("vae", s, shape)}
     variants.update({f"se-{r}": sf.variant("se", s, shape, select_eps=r) for r in s["select_radii"]})
     results = sf.run_variants(s, variants, out, device, progress)
+    if results is None:  # another torchrun rank: rank 0 writes the results
+        return {}
     results["figure"] = "4"
     sf.write_results(out, results)
     title = f"{s['dataset']} (conv, L={s['select_steps']}, gamma {s['gamma']:g})"

@@ -63,6 +63,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         for r in s["select_radii"]:
             variants[f"se-{arch}-{r}"] = sf.variant("se", dict(s, arch=arch, **own), shape, select_eps=r)
     results = sf.run_variants(s, variants, out, device, progress)
+    if results is None:  # another torchrun rank: rank 0 writes the results
+        return {}
     results["figure"] = "5"
     sf.write_results(out, results)
     by_label = results["tasks"][s["task"]]

@@ -34,6 +34,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         "se-pgd": sf.variant("se", s, shape, select="pgd"),
     }
     results = sf.run_variants(s, variants, out, device, progress)
+    if results is None:  # another torchrun rank: rank 0 writes the results
+        return {}
     results["figure"] = "7a"
     sf.write_results(out, results)
     title = f"{s['dataset']} ({s['arch']}): selection of x' (L={s['select_steps']}, sel. eps {s['select_eps']})"

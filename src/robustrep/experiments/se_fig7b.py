@@ -38,6 +38,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     variants = {"vae": sf.variant("vae", s, shape)}
     variants.update({f"se-L{L}": sf.variant("se", s, shape, select_steps=L) for L in s["budgets"]})
     results = sf.run_variants(s, variants, out, device, progress)
+    if results is None:  # another torchrun rank: rank 0 writes the results
+        return {}
     results["figure"] = "7b"
     sf.write_results(out, results)
     by_label = results["tasks"][s["task"]]

@@ -72,6 +72,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     shape = sf.input_shape(s)
     variants = {"vae": sf.variant("vae", s, shape), "se": sf.variant("se", s, shape)}
     results = sf.run_variants(s, variants, out, device, progress)  # the encoders and the all-label probes
+    if results is None:  # another torchrun rank: rank 0 writes the results
+        return {}
     results["figure"] = "8"
     results["label_efficiency"] = _label_efficiency(s, variants, out, resolve_device(device), progress)
     sf.write_results(out, results)

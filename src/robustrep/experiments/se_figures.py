@@ -30,7 +30,7 @@ from ..evaluation.probe import ProbedEncoder, encode_means, fit_linear, load_pro
 from ..options import parse_radii  # noqa: E402
 from ..plots import save_figure  # noqa: E402
 from ..runs import read_metrics  # noqa: E402
-from ..utils import atomic_write, resolve_device, seed_everything  # noqa: E402
+from ..utils import atomic_write, is_main_process, resolve_device, seed_everything  # noqa: E402
 from . import smooth_encoders  # noqa: E402
 from .budgets import add_budget_arguments, budget_settings  # noqa: E402
 
@@ -162,10 +162,11 @@ def load_data(s: dict, device):
     return X, Xl, labels, Xe[:].to(device), {t: y.to(device) for t, y in test.items()}
 
 
-def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", progress: bool = True) -> dict:
+def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", progress: bool = True) -> dict | None:
     """Train, probe and attack every variant (label -> {"model", "hparams"}); returns the results dict
     (without figures): models[label] = its model, hparams and training time; tasks[task][label] = nominal
-    and adversarial accuracies."""
+    and adversarial accuracies. Under torchrun every rank trains (DDP) and rank 0 alone probes, attacks
+    and gets the results; the other ranks get None (and write nothing)."""
     t_start = time.perf_counter()
     device = resolve_device(device)
     out = Path(out)
@@ -183,6 +184,8 @@ def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", p
     for label, v in variants.items():
         run_dir = out / label
         model, seconds = smooth_encoders.train_or_resume(v["model"], v["hparams"], X, s, run_dir, device, progress)
+        if not is_main_process():
+            continue
         last = (read_metrics(run_dir) or [{}])[-1]
         # code_nats: what the SE's mean carried in its last epoch (its collapse watch; near 0 = a constant encoder)
         state["models"][label] = {
@@ -215,6 +218,8 @@ def run_variants(s: dict, variants: dict[str, dict], out: Path, device="auto", p
                     file=sys.stderr,
                 )
                 smooth_encoders._save_state(partial_path, state, t_start)
+    if not is_main_process():
+        return None
     seconds = state["seconds_before"] + time.perf_counter() - t_start
     return {
         "dataset": s["dataset"],
