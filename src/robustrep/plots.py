@@ -26,16 +26,30 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
     return Path(path)
 
 
+def robustness_series(results: dict) -> list[tuple[str, str, list[float], list[float]]]:
+    """(model, label, radii, accuracy in %) per line of robustness_curve: each model's accuracy under its
+    first attack, then under each later attack of `by_attack` (e.g. the ensemble on the points PGD left)."""
+    series = []
+    for name, r in results["models"].items():
+        radii = sorted(r["adversarial"], key=float)
+        series.append((name, name.upper(), [float(e) for e in radii], [100 * r["adversarial"][e] for e in radii]))
+        for attack, accuracy in list(r.get("by_attack", {}).items())[1:]:
+            radii = sorted(accuracy, key=float)
+            label = f"{name.upper()}, then {attack}"
+            series.append((name, label, [float(e) for e in radii], [100 * accuracy[e] for e in radii]))
+    return series
+
+
 def robustness_curve(results: dict, path: Path, title: str = "") -> Path:
-    """Adversarial accuracy against attack radius, one line per model, nominal accuracy dashed
-    (Cemgil et al. 2020, Figure 5)."""
+    """Adversarial accuracy against attack radius, one line per model (a dotted one per later attack),
+    nominal accuracy dashed (Cemgil et al. 2020, Figure 5)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    names = list(results["models"])
+    for name, label, radii, accuracy in robustness_series(results):
+        color = COLORS.get(name, f"C{names.index(name)}")
+        ax.plot(radii, accuracy, "o-" if label == name.upper() else "s:", color=color, label=label)
     for i, (name, r) in enumerate(results["models"].items()):
         color = COLORS.get(name, f"C{i}")
-        radii = sorted(r["adversarial"], key=float)
-        ax.plot(
-            [float(e) for e in radii], [100 * r["adversarial"][e] for e in radii], "o-", color=color, label=name.upper()
-        )
         ax.axhline(100 * r["nominal"], ls="--", color=color, lw=1, label=f"{name.upper()} nominal")
     ax.set_xlabel("attack radius (l_inf)")
     ax.set_ylabel("adversarial accuracy (%)")
