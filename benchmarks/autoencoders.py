@@ -21,6 +21,8 @@ import argparse
 import copy
 import json
 import platform
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +64,25 @@ def twins():
             pm.WAE_MMD_Config,
             dict(reg_weight=10.0, kernel_choice="imq", kernel_bandwidth=1.0),
         ),
+        # pythae's autoencoder loss 0.5 ||x - g||^2 + 0.5 BCE(D(z), 1) is half of ours at weight 1 (Adam is
+        # scale-free); both discriminators tell N(0, I) draws (1) from codes (0) with the same BCE
+        "aae": (
+            dict(common, weight=1.0),
+            pm.Adversarial_AE,
+            pm.Adversarial_AE_Config,
+            dict(reconstruction_loss="mse", adversarial_loss_scale=0.5),
+        ),
     }
+
+
+# trained by pythae's AdversarialTrainer with our discriminator; scored on the reconstruction term alone (each
+# side's full loss holds its own discriminator's opinion, which says nothing about the other side)
+ADVERSARIAL = ("aae",)
+
+
+def score_key(name: str) -> str:
+    """The term of our loss both trained models are scored on."""
+    return "recon" if name in ADVERSARIAL else "loss"
 
 
 def pythae_modules(ours: nn.Module):
@@ -92,10 +112,26 @@ def pythae_modules(ours: nn.Module):
     return Encoder(copy.deepcopy(ours.encoder)), Decoder(copy.deepcopy(ours.decoder))
 
 
+def pythae_discriminator(ours: nn.Module):
+    """Our code discriminator (it returns logits) as pythae's BaseDiscriminator (it returns D's probability)."""
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDiscriminator
+
+    class Discriminator(BaseDiscriminator):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, z):
+            return ModelOutput(embedding=torch.sigmoid(self.body(z)))
+
+    return Discriminator(copy.deepcopy(ours.discriminator))
+
+
 def parse_models(text: str) -> list[str]:
     """Comma-separated model names, each one with a pythae twin here (checked before any work)."""
     names = [n.strip() for n in str(text).split(",") if n.strip()]
-    known = ("ae", "vae", "beta-vae", "info-vae", "wae-mmd")
+    known = ("ae", "vae", "beta-vae", "info-vae", "wae-mmd", "aae")
     bad = [n for n in names if n not in known]
     if not names or bad:
         raise rr.errors.UserError(f"--models takes names from {', '.join(known)}, got {text!r}")
@@ -110,12 +146,29 @@ def spread(values: list[float]) -> dict:
 
 
 @torch.no_grad()
-def test_loss(model: nn.Module, X: torch.Tensor, draws: int = 5) -> float:
+def test_loss(model: nn.Module, X: torch.Tensor, draws: int = 5, key: str = "loss") -> float:
     model.eval()
     values = []
     for d in range(draws):
         torch.manual_seed(1000 + d)
-        values.append(float(model.loss(X)["loss"]))
+        values.append(float(model.loss(X)[key]))
+    return sum(values) / draws
+
+
+@torch.no_grad()
+def prior_mmd(model: nn.Module, X: torch.Tensor, draws: int = 5) -> float:
+    """MMD^2 between the codes of X and as many N(0, I) draws (the WAE's multi-scale IMQ kernel, sigma_z 1):
+    how well a prior-matching autoencoder did the other half of its job, mean over `draws` draws."""
+    from robustrep.divergences import mmd_squared
+    from robustrep.models.info_vae import kernel_settings
+
+    model.eval()
+    values = []
+    for d in range(draws):
+        torch.manual_seed(2000 + d)
+        z, _ = model.codes(X)
+        scale, scales = kernel_settings("imq", 1.0, z.shape[1])
+        values.append(float(mmd_squared(z, torch.randn_like(z), "imq", scale, scales)))
     return sum(values) / draws
 
 
@@ -124,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="5000 training images, 2 epochs (default 20000, 5)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default="benchmarks/results/autoencoders.json")
-    ap.add_argument("--models", default="ae,vae,beta-vae,info-vae,wae-mmd", help="comma-separated (default all)")
+    ap.add_argument("--models", default="ae,vae,beta-vae,info-vae,wae-mmd,aae", help="comma-separated (default all)")
     ap.add_argument("--seeds", type=int, default=1, help="train each side from seeds 0 .. K-1 (default 1)")
     args = ap.parse_args(argv)
     try:
@@ -134,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(str(e))
     torch.set_num_threads(args.threads)
     from pythae.pipelines import TrainingPipeline
-    from pythae.trainers import BaseTrainerConfig
+    from pythae.trainers import AdversarialTrainerConfig, BaseTrainerConfig
 
     n_train, epochs, batch, lr = (5000, 2, 100, 1e-3) if args.quick else (20000, 5, 100, 1e-3)
     X, _ = rr.data.load("mnist", "train")
@@ -157,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         hparams, cls, config_cls, extra = twins()[name]
         ours_epochs, theirs_epochs, ours_losses, theirs_losses = [], [], [], []
+        ours_mmd, theirs_mmd = [], []
         for seed in range(seeds):
             torch.manual_seed(seed)
             ours = rr.models.build(name, **hparams)
@@ -168,30 +222,45 @@ def main(argv: list[str] | None = None) -> None:
             torch.manual_seed(seed)
             encoder, decoder = pythae_modules(twin_start)
             config = config_cls(input_dim=(1, 28, 28), latent_dim=LATENT, **extra)
-            theirs = cls(model_config=config, encoder=encoder, decoder=decoder)
+            common = dict(
+                num_epochs=epochs,
+                per_device_train_batch_size=batch,
+                per_device_eval_batch_size=batch,
+                no_cuda=True,
+                seed=seed,
+            )
+            extra_modules = {"discriminator": pythae_discriminator(twin_start)} if name in ADVERSARIAL else {}
+            theirs = cls(model_config=config, encoder=encoder, decoder=decoder, **extra_modules)
             with tempfile.TemporaryDirectory() as tmp:
-                tc = BaseTrainerConfig(
-                    output_dir=tmp,
-                    num_epochs=epochs,
-                    learning_rate=lr,
-                    per_device_train_batch_size=batch,
-                    per_device_eval_batch_size=batch,
-                    no_cuda=True,
-                    optimizer_cls="Adam",
-                    seed=seed,
-                )
+                if name in ADVERSARIAL:  # our optimisers: Adam lr for the autoencoder, Adam (0.5, 0.999) disc_lr
+                    tc = AdversarialTrainerConfig(
+                        output_dir=tmp,
+                        autoencoder_learning_rate=lr,
+                        discriminator_learning_rate=twin_start.disc_lr,
+                        autoencoder_optimizer_cls="Adam",
+                        discriminator_optimizer_cls="Adam",
+                        discriminator_optimizer_params={"betas": (0.5, 0.999)},
+                        **common,
+                    )
+                else:
+                    tc = BaseTrainerConfig(output_dir=tmp, learning_rate=lr, optimizer_cls="Adam", **common)
                 t0 = time.perf_counter()
                 TrainingPipeline(model=theirs, training_config=tc)(train_data=X, eval_data=None)
                 theirs_epochs.append((time.perf_counter() - t0) / epochs)
             scored = copy.deepcopy(twin_start)
             scored.encoder.load_state_dict(theirs.encoder.body.state_dict())
             scored.decoder.load_state_dict(theirs.decoder.body.state_dict())
-            ours_losses.append(test_loss(ours, Xt))
-            theirs_losses.append(test_loss(scored, Xt))
+            if name in ADVERSARIAL:
+                scored.discriminator.load_state_dict(theirs.discriminator.body.state_dict())
+                ours_mmd.append(prior_mmd(ours, Xt))
+                theirs_mmd.append(prior_mmd(scored, Xt))
+            ours_losses.append(test_loss(ours, Xt, key=score_key(name)))
+            theirs_losses.append(test_loss(scored, Xt, key=score_key(name)))
         ours_epoch, theirs_epoch = sum(ours_epochs) / seeds, sum(theirs_epochs) / seeds
         ours_loss, theirs_loss = sum(ours_losses) / seeds, sum(theirs_losses) / seeds
         rows[name] = {
             "pythae": cls.__name__,
+            "scored_on": score_key(name),
             "ours_epoch_seconds": round(ours_epoch, 3),
             "pythae_epoch_seconds": round(theirs_epoch, 3),
             "epoch_time_ratio": round(ours_epoch / theirs_epoch, 3),
@@ -199,6 +268,11 @@ def main(argv: list[str] | None = None) -> None:
             "pythae_test_loss": round(theirs_loss, 3),
             "test_loss_difference": round(ours_loss - theirs_loss, 3),
         }
+        if ours_mmd:  # the prior match the adversarial term buys, on the same codes' function for both
+            rows[name] |= {
+                "ours_prior_mmd": round(sum(ours_mmd) / seeds, 5),
+                "pythae_prior_mmd": round(sum(theirs_mmd) / seeds, 5),
+            }
         if seeds > 1:  # per seed, and each side's spread over seeds
             rows[name] |= {"ours_test_loss_seeds": spread(ours_losses), "pythae_test_loss_seeds": spread(theirs_losses)}
         print(name, rows[name], flush=True)
@@ -224,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         "models": rows,
         "seconds": round(time.perf_counter() - t_all, 1),
         "note": "loss differences are in the units of our loss (negative: ours lower); time ratios < 1: ours faster",
+        "command": shlex.join(["python", "benchmarks/autoencoders.py", *(sys.argv[1:] if argv is None else argv)]),
     }
     atomic_write(Path(args.out), lambda f: f.write(json.dumps(results, indent=2).encode()))
 
