@@ -105,3 +105,14 @@ def test_attack_input_checks_are_user_errors():
         atk(x * 3, torch.zeros(3, dtype=torch.long))
     with pytest.raises(rr.UserError, match="shape"):
         atk(x, torch.zeros(4, dtype=torch.long))
+
+
+def test_train_probe_on_given_means_is_the_probe_on_the_encoded_means(digits):
+    vae = rr.models.build("vae", input_shape=[1, 8, 8], latent_dim=4, hidden=32).eval()
+    X, y = digits[0][:200], digits[1][:200]
+    means = rr.evaluation.probe.encode_means(vae, X)
+    given = train_probe(vae, X, y, 10, means=means)
+    encoded = train_probe(vae, X, y, 10)
+    assert torch.equal(given.weight, encoded.weight) and torch.equal(given.bias, encoded.bias)
+    with pytest.raises(rr.UserError, match="one code per image"):
+        train_probe(vae, X, y, 10, means=means[:-1])

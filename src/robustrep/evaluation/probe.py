@@ -161,9 +161,12 @@ def train_probe(
     l2: float = 0.0,
     noise: float = 0.0,
     posterior_noise: float = 0.0,
+    means: torch.Tensor | None = None,
 ) -> nn.Linear:
     """Fit the linear probe on the frozen encoder mean of `model` (`l2`, `noise`: see fit_linear; the
-    default 0, 0, 0 is the paper's plain cross-entropy probe). `posterior_noise` S fits it on codes
+    default 0, 0, 0 is the paper's plain cross-entropy probe). `means`: mu(X) when the caller has already
+    encoded X (several probes on the same images), so it is not encoded again (a posterior-noise probe
+    encodes X itself: it needs the variances too). `posterior_noise` S fits it on codes
     mu(x) + S sqrt(var(x)) u, u ~ N(0, I) (S = 1: draws from the encoder's posterior q(z|x)): noise as
     large as the encoder's own uncertainty on each coordinate, so a coordinate the encoder leaves at the
     prior (spread over the data far below its posterior std) gets no weight. The probe still reads mu(x)."""
@@ -179,12 +182,15 @@ def train_probe(
     validate.labels(y, len(X), "y", num_classes=num_classes)
     if len(X) == 0:
         raise UserError("train_probe needs at least one training image")
+    if means is not None and tuple(means.shape[:1]) != (len(X),):
+        raise UserError(f"train_probe: means must hold one code per image ({len(X)}), got shape {tuple(means.shape)}")
     num_classes = num_classes or max(int(y.max()) + 1, 2)
     y = y.to(next(model.parameters()).device)
     if posterior_noise:
         mu, var = encode_posteriors(model, X)
         return fit_linear(mu, y, num_classes, l2=l2, noise=posterior_noise, noise_scale=var.sqrt())
-    return fit_linear(encode_means(model, X), y, num_classes, l2=l2, noise=noise)
+    mu = encode_means(model, X) if means is None else means
+    return fit_linear(mu, y.to(mu.device), num_classes, l2=l2, noise=noise)
 
 
 def save_probe(run_dir, probe: nn.Linear, info: dict) -> None:

@@ -26,7 +26,7 @@ from ..attacks import PGD, Ensemble  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..evaluation import clean_accuracy  # noqa: E402
 from ..evaluation.pointwise import survivors  # noqa: E402
-from ..evaluation.probe import ProbedEncoder, encode_means, fit_linear, load_probe, save_probe  # noqa: E402
+from ..evaluation.probe import ProbedEncoder, encode_means, load_probe, save_probe, train_probe  # noqa: E402
 from ..options import parse_radii  # noqa: E402
 from ..plots import save_figure  # noqa: E402
 from ..runs import read_metrics  # noqa: E402
@@ -258,9 +258,7 @@ def _probed(model, run_dir: Path, task: str, s: dict, Xl, yl, device, codes: dic
         codes = {} if codes is None else codes
         if "mu" not in codes:
             codes["mu"] = encode_means(model, Xl)
-        # train_probe's plain probe (the paper's) on the cached means: fit_linear(encode_means(model, Xl), ...)
-        validate.labels(yl, len(Xl), "y", num_classes=data.num_classes(s["dataset"], task))
-        probe = fit_linear(codes["mu"], yl.to(codes["mu"].device), data.num_classes(s["dataset"], task))
+        probe = train_probe(model, Xl, yl, data.num_classes(s["dataset"], task), means=codes["mu"])  # the paper's
         probe_dir.mkdir(parents=True, exist_ok=True)
         save_probe(probe_dir, probe, {"dataset": s["dataset"], "task": task})
     return ProbedEncoder(model, probe).to(device).eval()
