@@ -8,9 +8,14 @@ import math
 import torch
 
 
+def kl_standard_normal_per_dim(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_k, var_k) || N(0, 1)) = 1/2 (mu_k^2 + var_k - log var_k - 1) of each latent dimension k."""
+    return 0.5 * (mu.pow(2) + var - var.log() - 1.0)
+
+
 def kl_standard_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag var) || N(0, I)) = 1/2 sum_k (mu_k^2 + var_k - log var_k - 1)."""
-    return 0.5 * (mu.pow(2) + var - var.log() - 1.0).sum(-1)
+    return kl_standard_normal_per_dim(mu, var).sum(-1)
 
 
 def w2_squared(mu_a: torch.Tensor, var_a: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor) -> torch.Tensor:

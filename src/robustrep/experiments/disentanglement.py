@@ -18,6 +18,7 @@ import torch
 
 from .. import models, plots, report, validate
 from ..data.shapes import FACTORS, ShapesGrid, load_split
+from ..divergences import kl_standard_normal_per_dim
 from ..errors import UserError
 from ..evaluation import disentanglement as dm
 from ..evaluation.probe import encode_means
@@ -122,7 +123,7 @@ def _score(model, grid, Xt, s: dict, device) -> dict:
     with torch.no_grad():
         recon = model.reconstruct(Xt[:2000].to(device))
         recon_err = float((recon - Xt[:2000].to(device)).pow(2).flatten(1).sum(1).mean())
-        kl_per_dim = kl_standard_normal_per_dim(*model.encode(Xt[:2000].to(device)))
+        kl_per_dim = kl_standard_normal_per_dim(*model.encode(Xt[:2000].to(device))).mean(0)  # over images
     per_factor = dm.mig_per_factor(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"])
     return {
         "beta_vae_metric": dm.beta_vae_metric(
@@ -148,11 +149,6 @@ def _score(model, grid, Xt, s: dict, device) -> dict:
 
 # a latent dimension whose mean KL on test images exceeds this carries information (docs: "dimensions used")
 DIM_USED_NATS = 0.5
-
-
-def kl_standard_normal_per_dim(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, var) || N(0, 1)) of each latent dimension, averaged over the batch [d]."""
-    return (0.5 * (mu.pow(2) + var - var.log() - 1)).mean(0)
 
 
 def _curve_metrics(model, grid, s: dict) -> dict:
