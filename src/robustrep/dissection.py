@@ -51,20 +51,28 @@ def _spatial(out: torch.Tensor, model: nn.Module, layer: nn.Module) -> torch.Ten
     return out
 
 
-@torch.no_grad()
-def unit_activations(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean activation of every unit of `layer` [N, U], the generated images [N, C, H, W] in [0, 1])."""
+def _layer_maps(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`layer`'s output as unit maps [N, U, h, w], the generated images [N, C, H, W]) for the noise z."""
     seen = []
-
-    def hook(module, inputs, out):
-        seen.append(_spatial(out, model, layer).mean(dim=(2, 3)))
-
-    handle = layer.register_forward_hook(hook)
+    handle = layer.register_forward_hook(lambda m, i, out: seen.append(_spatial(out, model, layer)))
     try:
         images = model.generate(z)
     finally:
         handle.remove()
     return seen[0], images
+
+
+@torch.no_grad()
+def layer_units(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> int:
+    """The number of units (channels) of `layer`, read from one forward pass on z."""
+    return _layer_maps(model, layer, z)[0].shape[1]
+
+
+@torch.no_grad()
+def unit_activations(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean activation of every unit of `layer` [N, U], the generated images [N, C, H, W] in [0, 1])."""
+    maps, images = _layer_maps(model, layer, z)
+    return maps.mean(dim=(2, 3)), images
 
 
 def class_units(acts: torch.Tensor, classes: torch.Tensor, num_classes: int = 10) -> dict[int, torch.Tensor]:
@@ -108,13 +116,7 @@ def ablated(model: nn.Module, layer: nn.Module, units, values: torch.Tensor | No
 @torch.no_grad()
 def mean_maps(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """Every unit's activation map averaged over the samples of `z`: [U, h, w]."""
-    seen = []
-    handle = layer.register_forward_hook(lambda m, i, out: seen.append(_spatial(out, model, layer).mean(0)))
-    try:
-        model.generate(z)
-    finally:
-        handle.remove()
-    return seen[0]
+    return _layer_maps(model, layer, z)[0].mean(0)
 
 
 @torch.no_grad()
@@ -131,7 +133,7 @@ def causal_units(
     _, logits = classifier.features_and_logits(model.generate(z))
     logp = logits.log_softmax(1)
     classes = logp.argmax(1)
-    units = _spatial(_layer_output(model, layer, z[:1]), model, layer).shape[1]
+    units = layer_units(model, layer, z[:1])
     effect = torch.zeros(units, num_classes, dtype=torch.float64)
     for u in range(units):
         with ablated(model, layer, [u], values):
@@ -208,16 +210,6 @@ def greedy_ranking(
         rest = [u for u in order.tolist() if u not in chosen]
         ranking[c] = torch.tensor(chosen + rest, dtype=torch.long)
     return ranking
-
-
-def _layer_output(model: nn.Module, layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    seen = []
-    handle = layer.register_forward_hook(lambda m, i, out: seen.append(out))
-    try:
-        model.generate(z)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def _read(classifier, images: torch.Tensor) -> torch.Tensor:
@@ -370,7 +362,7 @@ def random_control(
     """The same number of units ablated at random (`draws` seeded draws): how fragile the layer is to any
     ablation of that size. `switched`: the mean share of all samples whose class changed; `lost_max`: the
     mean over draws of the largest share of a class's own samples (classes of at least MIN_SHARE) lost."""
-    count = _spatial(_layer_output(model, layer, z[:2]), model, layer).shape[1]
+    count = layer_units(model, layer, z[:2])
     g = torch.Generator().manual_seed(seed + 10_007)
     switched, lost_max = [], []
     for _ in range(draws):

@@ -288,8 +288,6 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
 
 def _units_in(model, name: str) -> int:
     """The number of units (channels) of a generator layer."""
-    from ..dissection import _layer_output, _spatial
+    from ..dissection import layer_units
 
-    layer = generator_layers(model)[name]
-    with torch.no_grad():
-        return _spatial(_layer_output(model, layer, model.noise(1)), model, layer).shape[1]
+    return layer_units(model, generator_layers(model)[name], model.noise(1))
