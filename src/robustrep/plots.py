@@ -31,11 +31,10 @@ def robustness_series(results: dict) -> list[tuple[str, str, list[float], list[f
     first attack, then under each later attack of `by_attack` (e.g. the ensemble on the points PGD left)."""
     series = []
     for name, r in results["models"].items():
-        radii = sorted(r["adversarial"], key=float)
-        series.append((name, name.upper(), [float(e) for e in radii], [100 * r["adversarial"][e] for e in radii]))
-        for attack, accuracy in list(r.get("by_attack", {}).items())[1:]:
+        later = list(r.get("by_attack", {}).items())[1:]  # the first attack's numbers are r["adversarial"]
+        lines = [(name.upper(), r["adversarial"])] + [(f"{name.upper()}, then {a}", acc) for a, acc in later]
+        for label, accuracy in lines:
             radii = sorted(accuracy, key=float)
-            label = f"{name.upper()}, then {attack}"
             series.append((name, label, [float(e) for e in radii], [100 * accuracy[e] for e in radii]))
     return series
 
@@ -44,13 +43,11 @@ def robustness_curve(results: dict, path: Path, title: str = "") -> Path:
     """Adversarial accuracy against attack radius, one line per model (a dotted one per later attack),
     nominal accuracy dashed (Cemgil et al. 2020, Figure 5)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    names = list(results["models"])
+    colors = {name: COLORS.get(name, f"C{i}") for i, name in enumerate(results["models"])}
     for name, label, radii, accuracy in robustness_series(results):
-        color = COLORS.get(name, f"C{names.index(name)}")
-        ax.plot(radii, accuracy, "o-" if label == name.upper() else "s:", color=color, label=label)
-    for i, (name, r) in enumerate(results["models"].items()):
-        color = COLORS.get(name, f"C{i}")
-        ax.axhline(100 * r["nominal"], ls="--", color=color, lw=1, label=f"{name.upper()} nominal")
+        ax.plot(radii, accuracy, "o-" if label == name.upper() else "s:", color=colors[name], label=label)
+    for name, r in results["models"].items():
+        ax.axhline(100 * r["nominal"], ls="--", color=colors[name], lw=1, label=f"{name.upper()} nominal")
     ax.set_xlabel("attack radius (l_inf)")
     ax.set_ylabel("adversarial accuracy (%)")
     ax.set_ylim(0, 100)
