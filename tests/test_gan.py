@@ -56,7 +56,8 @@ def test_wgan_gp_critic_loss_is_the_papers_equation():
 @pytest.mark.parametrize("generator_loss", ["saturating", "non-saturating"])
 def test_gan_losses_are_algorithm_1(generator_loss):
     torch.manual_seed(0)
-    model = rr.models.build("gan", input_shape=SHAPE, generator_loss=generator_loss)
+    # no dropout: the discriminator below must be the same function as inside the loss
+    model = rr.models.build("gan", input_shape=SHAPE, generator_loss=generator_loss, dropout=0.0)
     x = images()
     torch.manual_seed(1)
     d_loss = model.loss(x, phase="discriminator")["loss"]
@@ -74,6 +75,18 @@ def test_gan_losses_are_algorithm_1(generator_loss):
     else:
         expected = -torch.log(D(fake)).mean()
     torch.testing.assert_close(g_loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_gans_discriminator_drops_units_only_in_training_and_its_generator_normalises():
+    torch.manual_seed(0)
+    model = rr.models.build("gan", input_shape=SHAPE, dropout=0.5)
+    x = 2 * images() - 1
+    assert not torch.equal(model.discriminator(x), model.discriminator(x))  # two dropout masks
+    model.eval()
+    torch.testing.assert_close(model.discriminator(x), model.discriminator(x))
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.generator.modules())
+    plain = rr.models.build("gan", input_shape=SHAPE, batch_norm=False, dropout=0.0)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.Dropout)) for m in plain.modules())
 
 
 def test_the_saturating_loss_has_no_gradient_where_the_discriminator_wins():
@@ -134,6 +147,8 @@ def test_a_killed_gan_resumes_to_the_uninterrupted_run(name, tmp_path):
         ("gan", dict(g_lr=-1.0)),
         ("gan", dict(k=1.5)),
         ("gan", dict(hidden="wide")),
+        ("gan", dict(dropout=1.0)),
+        ("gan", dict(batch_norm="no")),
         ("dcgan", dict(input_shape=(1, 10, 10))),
         ("wgan", dict(clip=0.0)),
         ("wgan", dict(clip=float("inf"))),

@@ -65,17 +65,21 @@ TOY_BATCH = 256
 TOY_POINTS = 20_000
 TOY_SAMPLES = 2500  # VEEGAN's count: a mode is covered by 20 of 2500 high-quality points
 MNIST_BATCH = 64
+# the GAN's networks without the generator's batch norm and the discriminator's dropout (both on by default):
+# these curves isolate the generator loss, on the networks they were first measured with
+PLAIN_MLP = dict(batch_norm=False, dropout=0.0)
 
 
 def toy_spec(entry: str) -> tuple[str, dict]:
     """Registered name and hyper-parameters of each toy model: MLPs of 128 units, 16-d noise, Adam 1e-3 (a
     larger step than the image models'), decayed linearly to 0 by the run (`TOY_SCHEDULE`) so that the last
     samples are not blurred by the optimiser's own jitter; WGAN-GP with lambda 0.1, the value of Gulrajani
-    et al.'s 2-D toy code ("smaller lambda seems to help for toy tasks")."""
+    et al.'s 2-D toy code ("smaller lambda seems to help for toy tasks"). The GANs are the plain MLPs
+    (`PLAIN_MLP`)."""
     common = dict(input_shape=[2, 1, 1], noise_dim=16, d_lr=1e-3, g_lr=1e-3)
     return {
-        "gan": ("gan", dict(common, hidden=128)),
-        "gan-saturating": ("gan", dict(common, hidden=128, generator_loss="saturating")),
+        "gan": ("gan", dict(common, **PLAIN_MLP, hidden=128)),
+        "gan-saturating": ("gan", dict(common, **PLAIN_MLP, hidden=128, generator_loss="saturating")),
         "wgan-gp": ("wgan-gp", dict(common, arch="mlp", width=16, penalty=0.1)),
     }[entry]
 
@@ -190,6 +194,7 @@ def mnist_curves(s: dict, device, fc) -> dict:
             input_shape=[1, 28, 28],
             hidden=s["hidden"],
             generator_loss=loss,
+            **PLAIN_MLP,
             d_lr=s["mnist_lr"],
             g_lr=s["mnist_lr"],
         )

@@ -44,13 +44,17 @@ def _check_divisible_by_4(shape, name: str):
 
 
 class MLPGenerator(nn.Module):
-    def __init__(self, noise_dim: int, shape, hidden: int):
+    """noise -> hidden -> 2 hidden -> pixels, LeakyReLU(0.2) inside and tanh at the output; with `batch_norm`,
+    batch norm before the second activation (Radford et al. 2016's rule, never on the input or output layer)."""
+
+    def __init__(self, noise_dim: int, shape, hidden: int, batch_norm: bool = False):
         super().__init__()
         self.shape = tuple(shape)
         self.net = nn.Sequential(
             nn.Linear(noise_dim, hidden),
             nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 2 * hidden),
+            nn.Linear(hidden, 2 * hidden, bias=not batch_norm),
+            *([nn.BatchNorm1d(2 * hidden)] if batch_norm else []),
             nn.LeakyReLU(0.2),
             nn.Linear(2 * hidden, _pixels(shape)),
             nn.Tanh(),
@@ -60,13 +64,18 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(len(z), *self.shape)
 
 
-def mlp_discriminator(shape, hidden: int) -> nn.Sequential:
+def mlp_discriminator(shape, hidden: int, dropout: float = 0.0) -> nn.Sequential:
+    """pixels -> 2 hidden -> hidden -> one logit, LeakyReLU(0.2); `dropout` after each hidden layer (Goodfellow
+    et al. 2014, Sec. 5: "dropout was applied in training the discriminator net")."""
+    drop = [nn.Dropout(dropout)] if dropout else []
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(_pixels(shape), 2 * hidden),
         nn.LeakyReLU(0.2),
+        *drop,
         nn.Linear(2 * hidden, hidden),
         nn.LeakyReLU(0.2),
+        *drop,
         nn.Linear(hidden, 1),
     )
 
@@ -162,6 +171,8 @@ class GAN(AdversarialPair):
         "generator_loss": "non-saturating (max log D(G(z))) or saturating (min log(1 - D(G(z))))",
         "d_lr": "discriminator Adam learning rate",
         "g_lr": "generator Adam learning rate",
+        "batch_norm": "batch norm in the MLP generator's hidden layer (false: the plain MLP)",
+        "dropout": "dropout rate after each hidden layer of the MLP discriminator (0: none)",
     }
 
     def __init__(
@@ -173,16 +184,22 @@ class GAN(AdversarialPair):
         generator_loss: str = "non-saturating",
         d_lr: float = 2e-4,
         g_lr: float = 2e-4,
+        batch_norm: bool = True,
+        dropout: float = 0.3,
     ):
         super().__init__(input_shape, noise_dim, k)
         self.generator_loss = validate.choice(generator_loss, "generator_loss", GENERATOR_LOSSES)
         hidden = validate.width(hidden, "hidden")
         self.d_lr, self.g_lr = validate.positive(d_lr, "d_lr", high=10), validate.positive(g_lr, "g_lr", high=10)
+        if not isinstance(batch_norm, bool):
+            raise UserError(f"batch_norm must be true or false, got {batch_norm!r}")
+        self.batch_norm = batch_norm
+        self.dropout = validate.number(dropout, "dropout", low=0.0, high=0.9)
         self._networks(hidden)
 
     def _networks(self, hidden: int) -> None:
-        self.generator = MLPGenerator(self.noise_dim, self.input_shape, hidden)
-        self.discriminator = mlp_discriminator(self.input_shape, hidden)
+        self.generator = MLPGenerator(self.noise_dim, self.input_shape, hidden, batch_norm=self.batch_norm)
+        self.discriminator = mlp_discriminator(self.input_shape, hidden, dropout=self.dropout)
 
     def optimizers(self):
         return [
@@ -209,7 +226,10 @@ class GAN(AdversarialPair):
 
 @register("dcgan")
 class DCGAN(GAN):
-    HPARAM_HELP = {**GAN.HPARAM_HELP, "width": "channels of the first conv layer (the others 2x and 4x)"}
+    HPARAM_HELP = {
+        **{k: v for k, v in GAN.HPARAM_HELP.items() if k not in ("hidden", "batch_norm", "dropout")},
+        "width": "channels of the first conv layer (the others 2x and 4x)",
+    }
 
     def __init__(
         self,
