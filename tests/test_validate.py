@@ -136,3 +136,23 @@ def test_image_shape_and_width():
     for bad in [0, -3, 10**11, 2.5, math.nan]:
         with pytest.raises(UserError, match="hidden must be an integer >= 1 and <= 65536"):
             v.width(bad, "hidden")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("where", [0, 1234, 100 * 784 - 1])
+@pytest.mark.parametrize("unit_range", [True, False])
+def test_images_find_a_non_finite_value_anywhere_in_the_batch(bad, where, unit_range):
+    x = torch.rand(100, 1, 28, 28)
+    x.view(-1)[where] = bad
+    with pytest.raises(UserError, match="x contains NaN or infinite values"):
+        v.images(x, "x", unit_range=unit_range)
+
+
+def test_images_check_the_unit_range_only_when_asked():
+    x = torch.rand(4, 1, 8, 8)
+    assert v.images(x, "x") is x
+    x[1, 0, 2, 3] = 1.5
+    with pytest.raises(UserError, match=r"x must lie in \[0, 1\] \(got min 0.*, max 1.5\)"):
+        v.images(x, "x")
+    assert v.images(x - 3, "x", unit_range=False) is not None
+    assert len(v.images(torch.zeros(0, 1, 8, 8), "x")) == 0
