@@ -22,6 +22,7 @@ from ..divergences import kl_standard_normal_per_dim
 from ..errors import UserError
 from ..evaluation import disentanglement as dm
 from ..evaluation.probe import encode_means
+from ..models.linear import squared_error
 from ..models.vae import LIKELIHOODS
 from ..runs import read_metrics
 from ..training import fit_or_reuse
@@ -121,9 +122,10 @@ def _score(model, grid, Xt, s: dict, device) -> dict:
         return encode_means(model, grid.render(f).to(device))
 
     with torch.no_grad():
-        recon = model.reconstruct(Xt[:2000].to(device))
-        recon_err = float((recon - Xt[:2000].to(device)).pow(2).flatten(1).sum(1).mean())
-        kl_per_dim = kl_standard_normal_per_dim(*model.encode(Xt[:2000].to(device))).mean(0)  # over images
+        x = Xt[:2000].to(device)
+        mu, var = model.encode(x)  # once, for both the reconstruction g(mu(x)) and the KL of each dimension
+        recon_err = float(squared_error(x, model.decode(mu)).mean())
+        kl_per_dim = kl_standard_normal_per_dim(mu, var).mean(0)  # over images
     per_factor = dm.mig_per_factor(represent, grid.factor_sizes, n=s["mig_samples"], seed=s["seed"])
     return {
         "beta_vae_metric": dm.beta_vae_metric(
