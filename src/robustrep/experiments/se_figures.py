@@ -36,7 +36,6 @@ from .budgets import add_budget_arguments, budget_settings  # noqa: E402
 
 # The conv smooth encoder's own calibration, shared with `reproduce smooth-encoders --arch conv`
 CONV_SE = smooth_encoders.CONV_SE
-conv_defaults = smooth_encoders.conv_defaults
 
 
 def budgets(**over) -> dict[str, dict]:
@@ -81,7 +80,7 @@ def settings_from(args, figure_budgets: dict, tasks: tuple[str, ...] = ("digit",
     s = budget_settings(args, figure_budgets)
     arch = arch or getattr(args, "arch", "mlp")
     if arch == "conv":
-        s = conv_defaults(s, args)
+        s = smooth_encoders.conv_defaults(s, args)
     s.update(
         dataset=args.dataset,
         tasks=list(tasks),
