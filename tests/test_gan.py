@@ -97,6 +97,23 @@ def test_the_saturating_loss_has_no_gradient_where_the_discriminator_wins():
     assert abs(float(sat)) < 1e-3 and abs(float(non)) > 0.99
 
 
+def test_dcgan_starts_from_the_papers_initialisation_unless_told_otherwise():
+    """Radford et al. 2016, Sec. 4: weights from N(0, 0.02); batch norm's scales N(1, 0.02), biases 0."""
+    torch.manual_seed(0)
+    paper = rr.models.build("dcgan", input_shape=(1, 28, 28), width=16)
+    torch.manual_seed(0)
+    torch_default = rr.models.build("dcgan", input_shape=(1, 28, 28), width=16, init="pytorch")
+    for (name, p), q in zip(paper.named_parameters(), torch_default.parameters()):
+        p, q = p.detach(), q.detach()
+        if p.dim() > 1:  # conv and linear weights: std 0.02 within sampling error, torch's default differs
+            assert abs(float(p.std()) - 0.02) < 0.002 and abs(float(p.mean())) < 0.002, name
+            assert abs(float(q.std()) - 0.02) > 0.005, name
+        elif "bias" in name:
+            assert float(p.abs().max()) == 0.0, name
+        else:  # batch norm's scale
+            assert abs(float(p.mean()) - 1) < 0.01 and 0.01 < float(p.std()) < 0.03, name
+
+
 def test_wgan_critic_is_clipped_after_its_steps():
     torch.manual_seed(0)
     model = rr.models.build("wgan", input_shape=SHAPE, clip=0.01)
@@ -153,6 +170,7 @@ def test_a_killed_gan_resumes_to_the_uninterrupted_run(name, tmp_path):
         ("gan", dict(dropout="0.3")),
         ("gan", dict(batch_norm="no")),
         ("dcgan", dict(input_shape=(1, 10, 10))),
+        ("dcgan", dict(init="xavier")),
         ("wgan", dict(clip=0.0)),
         ("wgan", dict(clip=float("inf"))),
         ("wgan", dict(n_critic=0)),

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2 if args.command is None else 0
+    finished = False
     try:
         apply_threads(getattr(args, "threads", None))
         if getattr(args, "seed", None) is not None:  # every command's --seed, before any work
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
             validate.seed(args.seed, "--seed")
         result = args.func(args)
+        finished = True
     except UserError as err:
         sys.stderr.write(f"robustrep {args.command}: error: {err}\n")
         return 2
@@ -79,14 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("robustrep: interrupted; a run with --resume continues from the last checkpoint\n")
         return 130
     finally:
-        _end_distributed()
+        _end_distributed(finished)
     return result if isinstance(result, int) else 0
 
 
-def _end_distributed() -> None:
-    """Close the process group that a training under torchrun opened (torch warns at exit otherwise)."""
+def _end_distributed(finished: bool) -> None:
+    """Close the process group that a training under torchrun opened (torch warns at exit otherwise).
+
+    After a finished command every rank first meets the others at a barrier: the other ranks finish
+    training while rank 0 still evaluates, and a rank that tears its group down (and exits) while a peer
+    still holds the group open was seen to abort now and then. After an error no barrier: the other
+    ranks may never arrive."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

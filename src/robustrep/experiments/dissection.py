@@ -174,7 +174,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     else:
         X, y = data.load("mnist", "train")
         X, _ = data.random_subset(X, y, s["subset"], s["seed"])
-        hparams = dict(input_shape=[1, 28, 28], width=s["width"])
+        hparams = dict(input_shape=[1, 28, 28], width=s["width"], init="dcgan")
         run_dir = out / "dcgan"
         if s["early_epochs"]:
             early, _ = train_or_resume(

@@ -89,7 +89,8 @@ def model_spec(name: str, s: dict, input_shape) -> tuple[str, dict]:
     return {
         "gan": ("gan", dict(input_shape=shape, hidden=8 * w)),
         "gan-saturating": ("gan", dict(input_shape=shape, hidden=8 * w, generator_loss="saturating")),
-        "dcgan": ("dcgan", dict(input_shape=shape, width=w)),
+        # init named so that config.yaml records it: a folder trained from torch's init is not reused
+        "dcgan": ("dcgan", dict(input_shape=shape, width=w, init="dcgan")),
         "wgan": ("wgan", dict(input_shape=shape, width=w)),
         "wgan-gp": ("wgan-gp", dict(input_shape=shape, width=w)),
         "progan": ("progan", dict(input_shape=shape, width=w)),

@@ -224,11 +224,30 @@ class GAN(AdversarialPair):
         return {"loss": loss, "d_fake": torch.sigmoid(d_fake).mean()}
 
 
+INITS = ("dcgan", "pytorch")
+
+
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """Radford et al. 2016, Sec. 4: "All weights were initialized from a zero-centered Normal distribution
+    with standard deviation 0.02"; batch norm's scales from N(1, 0.02) and every bias at 0, as the authors'
+    code does."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
 @register("dcgan")
 class DCGAN(GAN):
     HPARAM_HELP = {
         **{k: v for k, v in GAN.HPARAM_HELP.items() if k not in ("hidden", "batch_norm", "dropout")},
         "width": "channels of the first conv layer (the others 2x and 4x)",
+        "init": "dcgan (weights from N(0, 0.02), the paper's) or pytorch (torch's default initialisation)",
     }
 
     def __init__(
@@ -240,9 +259,14 @@ class DCGAN(GAN):
         generator_loss: str = "non-saturating",
         d_lr: float = 2e-4,
         g_lr: float = 2e-4,
+        init: str = "dcgan",
     ):
         _check_divisible_by_4(validate.image_shape(input_shape, "input_shape"), "dcgan")
+        init = validate.choice(init, "init", INITS)
         super().__init__(input_shape, noise_dim, width, k, generator_loss, d_lr, g_lr)
+        self.init = init
+        if init == "dcgan":
+            dcgan_init_(self)
 
     def _networks(self, width: int) -> None:
         self.generator = ConvGenerator(self.noise_dim, self.input_shape, width)
