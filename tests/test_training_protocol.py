@@ -130,6 +130,33 @@ def test_wgan_critic_weights_stay_clipped_after_every_step():
     assert all(clip_ok)
 
 
+def test_phases_that_share_a_batch_each_see_every_batch_and_finish_their_schedule():
+    """An AAE's discriminator and autoencoder updates both use each minibatch (Makhzani et al. 2016), so an
+    epoch of 10 batches is 10 steps of each optimiser; a GAN's phases each take a new batch."""
+    X = ring_of_gaussians(640)
+    seen = []
+
+    class Shared(RingGAN):
+        phases_share_batch = True
+
+        def loss(self, x, y=None, phase="discriminator"):
+            seen.append((phase, float(x.sum())))
+            return super().loss(x, y, phase)
+
+    model = Shared(k=1)
+    fit(model, X, epochs=2, batch_size=64, progress=False)
+    assert [p for p, _ in seen] == ["discriminator", "generator"] * 20
+    assert all(seen[i][1] == seen[i + 1][1] for i in range(0, 40, 2))  # both phases on one batch
+    assert len({b for _, b in seen}) == 20  # and a new batch for each pair
+    seen.clear()
+    model = RingGAN(k=1)  # the default: one phase per batch
+    model.loss = lambda x, y=None, phase="discriminator": (
+        seen.append((phase, float(x.sum()))) or RingGAN.loss(model, x, y, phase)
+    )
+    fit(model, X, epochs=2, batch_size=64, progress=False)
+    assert len(seen) == 20 and len({b for _, b in seen}) == 20
+
+
 def test_each_phase_trains_only_its_own_parameters():
     X = ring_of_gaussians(256)
     gan = RingGAN(k=2)

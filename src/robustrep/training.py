@@ -6,13 +6,16 @@ A model owns its losses and tells the loop what else it needs (every part option
     optimizers() -> [OptimizerSpec(...)]          # default: one Adam, named "main", over every parameter
     phases = ["critic"] * 5 + ["generator"]       # the schedule, cycled over batches (default: each
                                                   # optimiser once, in order); a phase is an optimiser name
+    phases_share_batch = True                     # every phase of the schedule on each batch, in order
+                                                  # (the AAE, WAE-GAN); default: one phase per batch
     monitor = "loss"                              # the epoch mean that picks best.pt; None: no best.pt
     on_fit_start(X), on_epoch_start(epoch, epochs), after_step(phase)   # closed forms, schedules, clipping
     on_epoch_end(epoch, epochs) -> {"test_error": ...}   # held-out numbers kept in the epoch's metrics
 
-The loop owns the rest: batches drawn from tensors already on the device; for each batch one phase
-(only its parameters receive gradients); gradient clipping, a learning-rate schedule and EMA weights
-(`torch.optim.swa_utils.AveragedModel`); a progress bar; one line per epoch in `metrics.jsonl`.
+The loop owns the rest: batches drawn from tensors already on the device; for each batch one phase,
+or the whole schedule with `phases_share_batch` (only the phase's parameters receive gradients);
+gradient clipping, a learning-rate schedule and EMA weights (`torch.optim.swa_utils.AveragedModel`); a
+progress bar; one line per epoch in `metrics.jsonl`.
 
 Runs are killable at any instant. After each epoch the loop writes `checkpoint/best.pt` (when the
 monitored value improved), then `checkpoint/last.pt` (model, every optimiser and schedule by name, the
@@ -263,7 +266,9 @@ def fit(
     optimizers = {s.name: s.build(trainable[s.name], lr) for s in specs if s.name in trainable}
     n = len(X)
     steps_per_epoch = math.ceil(math.ceil(n / world) / batch_size)
-    total = {name: epochs * steps_per_epoch * phases.count(name) // len(phases) for name in optimizers}
+    # a GAN's Algorithm 1 draws a new minibatch for each step; the AAE's phases all use one (Makhzani et al. 2016)
+    per_batch = len(phases) if getattr(model, "phases_share_batch", False) else 1
+    total = {name: epochs * steps_per_epoch * per_batch * phases.count(name) // len(phases) for name in optimizers}
     schedulers = {
         name: torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step, name=name: lr_factor(lr_schedule, step, total[name], warmup_steps)
@@ -314,27 +319,29 @@ def fit(
         counts: dict[str, int] = {}
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            phase = phases[state.step % len(phases)]
-            if multi_phase:
-                train_only(trainable, phase)
-            losses = objective(X[idx], None if y is None else y[idx], phase)
-            if phase in optimizers:
-                optimizer = optimizers[phase]
-                optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(trainable[phase], grad_clip)
-                optimizer.step()
-                schedulers[phase].step()
-            if hasattr(model, "after_step"):
-                model.after_step(phase)
-            if ema is not None:
-                ema.update_parameters(model)
-            state.step += 1
-            for k, v in losses.items():  # summed as tensors: no device sync per step
-                key = k if not multi_phase else f"{phase}/{k}"
-                sums[key] = sums.get(key, 0) + v.detach() * len(idx)
-                counts[key] = counts.get(key, 0) + len(idx)
+            xb, yb = X[idx], None if y is None else y[idx]
+            for _ in range(per_batch):
+                phase = phases[state.step % len(phases)]
+                if multi_phase:
+                    train_only(trainable, phase)
+                losses = objective(xb, yb, phase)
+                if phase in optimizers:
+                    optimizer = optimizers[phase]
+                    optimizer.zero_grad(set_to_none=True)
+                    losses["loss"].backward()
+                    if grad_clip is not None:
+                        nn.utils.clip_grad_norm_(trainable[phase], grad_clip)
+                    optimizer.step()
+                    schedulers[phase].step()
+                if hasattr(model, "after_step"):
+                    model.after_step(phase)
+                if ema is not None:
+                    ema.update_parameters(model)
+                state.step += 1
+                for k, v in losses.items():  # summed as tensors: no device sync per step
+                    key = k if not multi_phase else f"{phase}/{k}"
+                    sums[key] = sums.get(key, 0) + v.detach() * len(idx)
+                    counts[key] = counts.get(key, 0) + len(idx)
             if bar is not None:
                 bar.update(1)
         if multi_phase:

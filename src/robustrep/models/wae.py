@@ -11,8 +11,9 @@ WAE (Tolstikhin et al. 2018, eq. 4 with c(x, y) = ||x - y||^2 and a deterministi
 
 AAE (Makhzani et al. 2016, Sec. 2): a Gaussian encoder q(z|x) (reparametrised), the reconstruction
 phase on ||x - G(z)||^2 and a regularisation phase in which a discriminator tells prior draws from
-codes while the encoder tries to fool it, -log D(z). The encoder's two updates share one optimiser (a
-parameter belongs to one optimiser in the trainer), so its fooling term rides in the reconstruction phase:
+codes while the encoder tries to fool it, -log D(z), both on each minibatch (`phases_share_batch`). The
+encoder's two updates share one optimiser (a parameter belongs to one optimiser in the trainer), so its
+fooling term rides in the reconstruction phase:
     discriminator:  -[log D(z~) + log(1 - D(z))]      autoencoder:  ||x - G(z)||^2 - weight * log D(z)
 """
 
@@ -134,6 +135,7 @@ class _AdversarialPrior(_PriorMatchedAE):
 
     monitor = "autoencoder/recon"  # the adversarial terms say little about which epoch is best
     phases = ["discriminator", "autoencoder"]
+    phases_share_batch = True  # both updates on each minibatch (Makhzani et al. Sec. 2; Tolstikhin et al. Alg. 1)
     disc_lr = 5e-4
 
     def optimizers(self):
@@ -146,12 +148,15 @@ class _AdversarialPrior(_PriorMatchedAE):
 
     def loss(self, x, y=None, phase: str = "autoencoder"):
         self.check_input(x)
-        z, _ = self.codes(x)
         if phase == "discriminator":
-            # log D(z~) + log(1 - D(z)) ascended: softplus(-l) = -log sigmoid(l), softplus(l) = -log(1 - sigmoid(l))
-            prior = torch.randn_like(z)
-            disc = F.softplus(-self.discriminator(prior)).mean() + F.softplus(self.discriminator(z.detach())).mean()
+            with torch.no_grad():  # the discriminator's step needs no graph through the encoder
+                z, _ = self.codes(x)
+            # log D(z~) + log(1 - D(z)) ascended: softplus(-l) = -log sigmoid(l), softplus(l) = -log(1 - sigmoid(l));
+            # prior draws and codes through the discriminator as one batch (it has no batch norm)
+            logits = self.discriminator(torch.cat([torch.randn_like(z), z]))
+            disc = F.softplus(-logits[: len(z)]).mean() + F.softplus(logits[len(z) :]).mean()
             return {"loss": disc}
+        z, _ = self.codes(x)
         recon = squared_error(x, self.decoder(z)).mean()
         fool = F.softplus(-self.discriminator(z)).mean()  # -log D(z)
         return {"loss": recon + self.weight * fool, "recon": recon, "fool": fool}
