@@ -146,6 +146,28 @@ def test_on_epoch_end_puts_held_out_numbers_in_the_history(digits, tmp_path):
 
 
 # ---------------------------------------------------------------- sparse and k-sparse
+def test_the_reproductions_probe_is_scikit_learns_default_logistic_regression():
+    """`reproduce autoencoders` fits its probes with l2 = 1/n: the same minimiser as scikit-learn's
+    LogisticRegression with its defaults (l2 penalty, C = 1, unpenalised intercept), used as the oracle."""
+    from sklearn.linear_model import LogisticRegression
+
+    from robustrep.evaluation.probe import fit_linear
+    from robustrep.experiments.autoencoders import default_probe_l2
+
+    torch.manual_seed(5)
+    f = torch.randn(400, 6)
+    y = (f @ torch.randn(6, 3) + torch.randn(400, 3)).argmax(1)
+    ours = fit_linear(f, y, 3, l2=default_probe_l2(len(f)))
+    oracle = LogisticRegression(tol=1e-10, max_iter=10_000).fit(f.double().numpy(), y.numpy())
+    W, b = ours.weight.detach(), ours.bias.detach()
+    torch.testing.assert_close(W, torch.from_numpy(oracle.coef_).to(W.dtype), rtol=1e-3, atol=1e-3)
+    # the intercepts agree up to a common shift (softmax is invariant to it; neither side penalises it)
+    shift = b - torch.from_numpy(oracle.intercept_).to(b.dtype)
+    assert float(shift.max() - shift.min()) < 1e-3
+    unpenalised = fit_linear(f, y, 3)
+    assert float((unpenalised.weight.detach() - W).abs().max()) > 1e-2  # the penalty changes the answer
+
+
 def test_keep_top_k_keeps_exactly_the_k_largest():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(20, 50, generator=g)

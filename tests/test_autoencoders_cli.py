@@ -30,6 +30,8 @@ def _run(args, capsys):
         (["reproduce", "autoencoders", "--dae-sigma", "0", "--out", "{tmp}/r"], "--dae-sigma"),
         (["reproduce", "autoencoders", "--ae2-epochs", "-1", "--out", "{tmp}/r"], "--ae2-epochs"),
         (["reproduce", "autoencoders", "--linear-epochs", "-3", "--out", "{tmp}/r"], "--linear-epochs"),
+        (["reproduce", "autoencoders", "--probe-l2", "-1", "--out", "{tmp}/r"], "--probe-l2"),
+        (["reproduce", "autoencoders", "--probe-l2", "nan", "--out", "{tmp}/r"], "--probe-l2"),
         (["reproduce", "disentanglement", "--betas", "1,x", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--betas", "1,-4", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--grid", "huge", "--out", "{tmp}/r"], "--grid"),

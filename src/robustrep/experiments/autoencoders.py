@@ -82,6 +82,13 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--dae-sigma", type=float, default=0.3, help="the DAE's Gaussian noise std (default 0.3)")
+    p.add_argument(
+        "--probe-l2",
+        type=float,
+        default=None,
+        help="l2 penalty of the linear probes, l2/2 ||W||^2 on the mean cross-entropy (default 1/n for n probe "
+        "training images: scikit-learn's default logistic regression, C = 1; 0: unregularised)",
+    )
 
 
 def settings_from(args) -> dict:
@@ -94,6 +101,7 @@ def settings_from(args) -> dict:
         ae_activation=validate.choice(args.ae_activation, "--ae-activation", ("sigmoid", "relu", "elu")),
         batch_size=validate.positive(args.batch_size, "--batch-size", integer=True, high=100_000),
         dae_sigma=validate.positive(args.dae_sigma, "--dae-sigma", high=10.0),
+        probe_l2=None if args.probe_l2 is None else validate.nonnegative(args.probe_l2, "--probe-l2", high=1e3),
         seed=validate.seed(args.seed),
     )
     return s
@@ -162,11 +170,18 @@ def hinton_error(model, X, batch_size: int = 2000) -> float:
     return total / len(X)
 
 
+def default_probe_l2(n: int) -> float:
+    """scikit-learn's LogisticRegression (C = 1) minimises 1/2 ||W||^2 + sum_i loss_i over n examples, i.e.
+    the mean loss plus ||W||^2 / (2n): our probe's l2 = 1/n."""
+    return 1.0 / n
+
+
 def probe_error(
-    features: torch.Tensor, features_test: torch.Tensor, *, yp: torch.Tensor, y_test: torch.Tensor
+    features: torch.Tensor, features_test: torch.Tensor, *, yp: torch.Tensor, y_test: torch.Tensor, l2: float = 0.0
 ) -> float:
-    """Test error of multinomial logistic regression fitted on frozen features (L-BFGS, as rr's probe)."""
-    probe = fit_linear(features, yp, 10)
+    """Test error of multinomial logistic regression fitted on frozen features (L-BFGS, as rr's probe), with
+    l2/2 ||W||^2 added to the mean cross-entropy."""
+    probe = fit_linear(features, yp, 10, l2=l2)
     with torch.no_grad():
         return float((probe(features_test).argmax(1) != y_test).float().mean())
 
@@ -205,11 +220,12 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     def codes(model):
         return encode_means(model, Xp), encode_means(model, Xt)
 
+    l2 = default_probe_l2(len(Xp)) if s.get("probe_l2") is None else s["probe_l2"]
     probes = {
-        "pixels": probe_error(Xp.flatten(1), Xt.flatten(1), yp=yp, y_test=yt),
-        "pca": {"30": probe_error(*codes(pca[30]), yp=yp, y_test=yt)},
-        "ae": {"30": probe_error(*codes(trained["ae-30"]), yp=yp, y_test=yt)},
-        "k-sparse-ae": {str(k): probe_error(*codes(trained[f"k-sparse-ae-{k}"]), yp=yp, y_test=yt) for k in KS},
+        "pixels": probe_error(Xp.flatten(1), Xt.flatten(1), yp=yp, y_test=yt, l2=l2),
+        "pca": {"30": probe_error(*codes(pca[30]), yp=yp, y_test=yt, l2=l2)},
+        "ae": {"30": probe_error(*codes(trained["ae-30"]), yp=yp, y_test=yt, l2=l2)},
+        "k-sparse-ae": {str(k): probe_error(*codes(trained[f"k-sparse-ae-{k}"]), yp=yp, y_test=yt, l2=l2) for k in KS},
     }
 
     figures = [out / "codes2d.png", out / "reconstructions.png", out / "vae_manifold.png", out / "dae_langevin.png"]
@@ -258,6 +274,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
         "train_seconds": seconds,
         "n_test": len(Xt),
         "n_probe_train": len(Xp),
+        "probe_l2": l2,
         "settings": s,
         "seconds": round(time.perf_counter() - t_start, 1),
         # a rerun into the same --out reuses the trained models: their training time counts too
