@@ -323,16 +323,27 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     return results
 
 
-def _codes_figure(pca2, ae2, X, y, path: Path) -> None:
+def _codes_figure(pca2, ae2, X, y, path: Path, central: float = 0.98) -> None:
+    """Hinton's Fig. 3. Each panel's axes span the central `central` share of its codes on each axis (plus a
+    margin): the deep AE's linear code units have long tails, which would squeeze the clusters to a dot."""
     fig, axes = plots.plt.subplots(1, 2, figsize=(10, 4.6))
     for ax, (title, model) in zip(axes, [("PCA, 2 components", pca2), ("deep autoencoder 784-1000-500-250-2", ae2)]):
         z = encode_means(model, X).cpu()
         sc = ax.scatter(z[:, 0], z[:, 1], c=y.cpu(), cmap="tab10", s=2, vmin=-0.5, vmax=9.5)
+        tails = torch.tensor([(1 - central) / 2, (1 + central) / 2])
+        for axis, set_lim in ((0, ax.set_xlim), (1, ax.set_ylim)):
+            low, high = torch.quantile(z[:, axis].float(), tails).tolist()
+            margin = 0.05 * (high - low)
+            set_lim(low - margin, high + margin)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(sc, ax=axes, ticks=range(10), label="digit")
-    fig.suptitle("2-D codes of 5000 MNIST test images (Hinton & Salakhutdinov 2006, Fig. 3)", fontsize=10)
+    fig.suptitle(
+        f"2-D codes of {len(X)} MNIST test images (Hinton & Salakhutdinov 2006, Fig. 3); "
+        f"axes span the central {central:.0%} of codes on each axis",
+        fontsize=10,
+    )
     plots.save_figure(fig, path)
 
 
