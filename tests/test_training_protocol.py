@@ -130,9 +130,10 @@ def test_wgan_critic_weights_stay_clipped_after_every_step():
     assert all(clip_ok)
 
 
-def test_phases_that_share_a_batch_each_see_every_batch_and_finish_their_schedule():
+def test_phases_that_share_a_batch_each_see_every_batch_and_finish_their_schedule(tmp_path):
     """An AAE's discriminator and autoencoder updates both use each minibatch (Makhzani et al. 2016), so an
-    epoch of 10 batches is 10 steps of each optimiser; a GAN's phases each take a new batch."""
+    epoch of 10 batches is 10 steps of each optimiser (and each one's schedule counts 20 steps in 2 epochs);
+    a GAN's phases each take a new batch."""
     X = ring_of_gaussians(640)
     seen = []
 
@@ -148,6 +149,21 @@ def test_phases_that_share_a_batch_each_see_every_batch_and_finish_their_schedul
     assert [p for p, _ in seen] == ["discriminator", "generator"] * 20
     assert all(seen[i][1] == seen[i + 1][1] for i in range(0, 40, 2))  # both phases on one batch
     assert len({b for _, b in seen}) == 20  # and a new batch for each pair
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_epoch_2(epoch, epochs):
+        if epoch == 1:
+            raise Stop
+
+    model = Shared(k=1)
+    model.on_epoch_start = stop_at_epoch_2
+    with pytest.raises(Stop):
+        fit(model, X, epochs=2, batch_size=64, lr_schedule="cosine", run_dir=tmp_path / "run", progress=False)
+    schedules = torch.load(tmp_path / "run" / "checkpoint" / "last.pt", weights_only=False)["schedulers"]
+    for name in ("discriminator", "generator"):  # half-way through its 20 steps: the cosine is at 1/2
+        assert schedules[name]["_last_lr"][0] == pytest.approx(0.5 * 1e-3), name
     seen.clear()
     model = RingGAN(k=1)  # the default: one phase per batch
     model.loss = lambda x, y=None, phase="discriminator": (

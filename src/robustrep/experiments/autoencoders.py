@@ -29,10 +29,11 @@ from .budgets import add_budget_arguments, budget_settings
 NAME = "autoencoders"
 HELP = "PCA, linear/deep/sparse/denoising AEs on MNIST: Hinton's reconstruction error, k-sparse probe error"
 
-# quick: minutes on 2 CPU cores (few epochs; the numbers are far from the papers'). full: about 1.5 hours
-# on one CPU thread, set by the measured curves: the deep AE-30 passes Hinton's 3.00 at epoch 32 of a
-# 60-epoch cosine run (docs/results/autoencoders-ae30-long), the k-sparse probe was best at 12 epochs
-# (2.32%, against 2.77% at 25: docs/results/autoencoders-ksparse*), the linear AE is at 0.008 rad by 20.
+# quick: minutes on 2 CPU cores (few epochs; the numbers are far from the papers'). full: 2385 s on one
+# CPU thread (docs/results/autoencoders-full), set by the measured curves: the deep AE-30 passes Hinton's
+# 3.00 at epoch 32 of a 60-epoch cosine run (docs/results/autoencoders-ae30-long), the k-sparse probe was
+# best at 12 epochs (2.32%, against 2.77% at 25: docs/results/autoencoders-ksparse*), the linear AE is at
+# 0.008 rad by 20.
 BUDGETS = {
     "quick": dict(
         ae_epochs=2,
