@@ -32,6 +32,7 @@ def _run(args, capsys):
         (["reproduce", "autoencoders", "--linear-epochs", "-3", "--out", "{tmp}/r"], "--linear-epochs"),
         (["reproduce", "autoencoders", "--probe-l2", "-1", "--out", "{tmp}/r"], "--probe-l2"),
         (["reproduce", "autoencoders", "--probe-l2", "nan", "--out", "{tmp}/r"], "--probe-l2"),
+        (["reproduce", "autoencoders", "--probe-l2", "inf", "--out", "{tmp}/r"], "--probe-l2"),
         (["reproduce", "disentanglement", "--betas", "1,x", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--betas", "1,-4", "--out", "{tmp}/r"], "--betas"),
         (["reproduce", "disentanglement", "--grid", "huge", "--out", "{tmp}/r"], "--grid"),

@@ -171,6 +171,7 @@ def test_a_killed_gan_resumes_to_the_uninterrupted_run(name, tmp_path):
         ("gan", dict(batch_norm="no")),
         ("dcgan", dict(input_shape=(1, 10, 10))),
         ("dcgan", dict(init="xavier")),
+        ("dcgan", dict(init=3)),
         ("wgan", dict(clip=0.0)),
         ("wgan", dict(clip=float("inf"))),
         ("wgan", dict(n_critic=0)),
