@@ -157,7 +157,14 @@ def test_reproduction_records_the_metrics_after_every_epoch(tmp_path, monkeypatc
     assert [c["epoch"] for c in curve] == [1, 2]
     assert all(0.0 <= c["beta_vae_metric"] <= 1.0 and -1e-9 <= c["mig"] <= 1.0 for c in curve)
     model = rr.models.build(
-        "vae", input_shape=[1, 16, 16], latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=1.0
+        "vae",
+        input_shape=[1, 16, 16],
+        latent_dim=s["latent_dim"],
+        arch=s["arch"],
+        hidden=s["hidden"],
+        obs_var=s["obs_var"],
+        beta=1.0,
+        likelihood=s["likelihood"],
     )
     rr.runs.load_weights(model, tmp_path / "r" / "beta-1" / "model.safetensors")
     model.eval()
@@ -188,7 +195,14 @@ def test_reproduction_over_several_seeds(tmp_path, monkeypatch):
     assert [row["seed"] for row in r["seeds"]] == [0, 1]
     assert r["seeds"][0]["mig"] == r["mig"]  # the first seed is the model the rest of the record describes
     model = rr.models.build(
-        "vae", input_shape=[1, 16, 16], latent_dim=s["latent_dim"], arch="conv", obs_var=s["obs_var"], beta=1.0
+        "vae",
+        input_shape=[1, 16, 16],
+        latent_dim=s["latent_dim"],
+        arch=s["arch"],
+        hidden=s["hidden"],
+        obs_var=s["obs_var"],
+        beta=1.0,
+        likelihood=s["likelihood"],
     )
     rr.runs.load_weights(model, tmp_path / "r" / "beta-1-seed-1" / "model.safetensors")
     model.eval()
@@ -201,14 +215,25 @@ def test_reproduction_over_several_seeds(tmp_path, monkeypatch):
     assert r["dims_used"] == sum(v > exp.DIM_USED_NATS for v in r["kl_per_dim"])
 
 
-def test_reproduction_with_the_bernoulli_likelihood(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "flags",
+    [{}, {"arch": "conv", "hidden": 200, "likelihood": "gaussian"}],  # the default (conv4), the earlier network
+)
+def test_reproduction_trains_the_network_its_settings_name(tmp_path, monkeypatch, flags):
+    from torch import nn
+
     from robustrep.experiments import disentanglement as exp
 
     tiny = ShapesGrid(size=16, scales=2, orientations=2, positions_x=3, positions_y=3)
     monkeypatch.setitem(exp.GRIDS, "small", lambda: tiny)
     s = dict(exp.BUDGETS["quick"], epochs=1, votes=50, pairs=4, mig_samples=400, betas=[4.0], seed=0, batch_size=32)
-    exp.run(s | {"likelihood": "bernoulli"}, tmp_path / "r", device="cpu", progress=False)
+    s |= flags
+    exp.run(s, tmp_path / "r", device="cpu", progress=False)
     config = rr.runs.read_yaml(tmp_path / "r" / "beta-4" / "config.yaml")
-    assert config["hparams"]["likelihood"] == "bernoulli"
-    (epoch,) = rr.runs.read_metrics(tmp_path / "r" / "beta-4")
-    assert epoch["recon"] > 0  # a Bernoulli NLL of binary pixels; the Gaussian one at v = 0.1 carries -59.6
+    assert {k: config["hparams"][k] for k in ("arch", "hidden", "likelihood")} == {
+        k: s[k] for k in ("arch", "hidden", "likelihood")
+    }
+    model = rr.models.build("vae", **config["hparams"])
+    rr.runs.load_weights(model, tmp_path / "r" / "beta-4" / "model.safetensors")  # the weights fit that network
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in model.encoder.modules())
+    assert n_convs == (4 if s["arch"] == "conv4" else 2) and model.likelihood == s["likelihood"]

@@ -111,3 +111,23 @@ def test_bad_hyperparameters_and_inputs_are_user_errors():
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(rr.UserError, match="NaN"):
         vae.loss(x)
+
+
+def test_conv4_is_the_beta_vae_papers_dsprites_network():
+    """Four stride-2 4x4 convolutions of 32, 32, 64, 64 channels down to a 4x4 map on 64x64 images, a
+    256-unit layer, and the mirror image in the decoder (Locatello et al. 2019, Table 1)."""
+    from torch import nn
+
+    vae = rr.models.VAE(input_shape=(1, 64, 64), latent_dim=10, arch="conv4", hidden=256, likelihood="bernoulli")
+    convs = [m for m in vae.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.out_channels, m.kernel_size, m.stride) for m in convs] == [(c, (4, 4), (2, 2)) for c in (32, 32, 64, 64)]
+    linears = [m for m in vae.encoder.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64 * 4 * 4, 256), (256, 20)]
+    deconvs = [m for m in vae.decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [m.out_channels for m in deconvs] == [64, 32, 32, 1]
+    x = (torch.rand(3, 1, 64, 64) > 0.8).float()
+    assert vae.reconstruct(x).shape == x.shape
+    assert float(vae.loss(x)["loss"]) > 0
+    with pytest.raises(rr.UserError, match="divisible by 16"):
+        rr.models.VAE(input_shape=(1, 40, 40), arch="conv4")  # divisible by 4 (enough for conv), not by 16
+    rr.models.VAE(input_shape=(1, 40, 40), arch="conv")
