@@ -4,15 +4,18 @@ flags that override any of their settings."""
 from __future__ import annotations
 
 
-def add_budget_arguments(parser, budgets: dict[str, dict]) -> None:
-    """One `--key` flag per setting of the budgets, typed like the quick default; None = not given."""
+def add_budget_arguments(parser, budgets: dict[str, dict], helps: dict[str, str] | None = None) -> None:
+    """One `--key` flag per setting of the budgets, typed like the quick default; None = not given.
+    `helps` says what a setting means, ahead of its two defaults in --help."""
+    helps = helps or {}
     for key, default in budgets["quick"].items():
+        what = f"{helps[key]}; " if key in helps else ""
         parser.add_argument(
             f"--{key.replace('_', '-')}",
             dest=key,
             type=type(default),
             default=None,
-            help=f"override (quick {default}, full {budgets['full'][key]})",
+            help=f"{what}override (quick {default}, full {budgets['full'][key]})",
         )
 
 

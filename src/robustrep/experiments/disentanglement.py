@@ -70,8 +70,23 @@ GRIDS = {
 }
 
 
+SETTING_HELP = {
+    "epochs": "training epochs per beta and seed",
+    "latent_dim": "latent dimensions",
+    "obs_var": "variance v of the Gaussian decoder (unused by bernoulli)",
+    "grid": f"shapes grid: {', '.join(GRIDS)} (small: 32x32 pixels, 25,920 images; medium: 64x64, 92,160)",
+    "likelihood": "decoder p(x|z): bernoulli (Higgins et al.) or gaussian (variance --obs-var)",
+    "arch": "conv4 (the beta-VAE papers' dSprites network: four stride-2 convolutions) or conv (two)",
+    "hidden": "units of the fully connected layer of encoder and decoder",
+    "lr": "Adam learning rate",
+    "votes": "beta-VAE and FactorVAE metric votes",
+    "pairs": "image pairs per beta-VAE vote (the batch of a FactorVAE vote)",
+    "mig_samples": "images MIG is estimated on",
+}
+
+
 def add_arguments(p) -> None:
-    add_budget_arguments(p, BUDGETS)
+    add_budget_arguments(p, BUDGETS, SETTING_HELP)
     p.add_argument("--betas", default="1,4", help="comma-separated KL weights to train (default 1,4)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument(
