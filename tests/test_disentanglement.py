@@ -237,3 +237,13 @@ def test_reproduction_trains_the_network_its_settings_name(tmp_path, monkeypatch
     rr.runs.load_weights(model, tmp_path / "r" / "beta-4" / "model.safetensors")  # the weights fit that network
     n_convs = sum(isinstance(m, nn.Conv2d) for m in model.encoder.modules())
     assert n_convs == (4 if s["arch"] == "conv4" else 2) and model.likelihood == s["likelihood"]
+
+
+def test_help_says_what_each_setting_means_and_its_defaults(capsys):
+    from robustrep.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "disentanglement", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "conv4 (the beta-VAE papers' dSprites network" in text
+    assert "override (quick conv4, full conv4)" in text and "override (quick 10, full 30)" in text
