@@ -28,7 +28,8 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 class VAE(nn.Module):
     HPARAM_HELP = {
         "latent_dim": "latent dimensions d",
-        "arch": "encoder/decoder: mlp (4x200 ReLU) or conv",
+        "arch": "encoder/decoder: mlp (4x200 ReLU), conv (two stride-2 convolutions) or conv4 (four: the "
+        "beta-VAE papers' dSprites network)",
         "hidden": "units per hidden layer",
         "obs_var": "decoder observation variance v",
         "beta": "weight of the KL term (beta-VAE)",

@@ -95,7 +95,7 @@ class WAEMMD(_PriorMatchedAE):
 
     HPARAM_HELP = {
         "latent_dim": "code width d (8 for MNIST in the paper)",
-        "arch": "mlp (4x200 ReLU) or conv",
+        "arch": "mlp (4x200 ReLU), conv (two stride-2 convolutions) or conv4 (four)",
         "hidden": "units per hidden layer",
         "lam": "weight lambda of the MMD penalty",
         "kernel": "imq (summed over 7 scales) or rbf",
@@ -168,7 +168,7 @@ class WAEGAN(_AdversarialPrior):
 
     HPARAM_HELP = {
         "latent_dim": "code width d",
-        "arch": "mlp (4x200 ReLU) or conv",
+        "arch": "mlp (4x200 ReLU), conv (two stride-2 convolutions) or conv4 (four)",
         "hidden": "units per hidden layer",
         "weight": "lambda: weight of the adversarial penalty",
         "disc_hidden": "discriminator units per layer",
