@@ -296,7 +296,8 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     report.write_html(
         out / "report.html",
         "beta-VAE disentanglement on dSprites-style shapes",
-        f"Conv VAE with {s['latent_dim']} latent dimensions on {len(X)} shapes images "
+        f"VAE ({s['arch']} network, {s['likelihood']} decoder) with {s['latent_dim']} latent dimensions on "
+        f"{len(X)} shapes images "
         f"({grid.size}x{grid.size}); metrics on the encoder mean. Wall time {results['seconds']:.0f} s.",
         ["beta", "beta-VAE metric", "FactorVAE metric", "MIG", "test squared error", "train s"],
         rows,
