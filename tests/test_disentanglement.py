@@ -112,6 +112,9 @@ def test_a_code_of_scale_and_position_caps_the_beta_vae_metric_at_four_fifths():
     sizes = ShapesGrid.small().factor_sizes
     got = dm.beta_vae_metric(lambda f: f[:, [1, 3, 4]].double(), sizes, n_train=1500, n_test=1500, pairs=32)
     assert got == pytest.approx(4 / 5, abs=0.05)
+    # adding shape makes every vote's class identifiable, orientation's by elimination (no dimension fixed)
+    with_shape = dm.beta_vae_metric(lambda f: f[:, [0, 1, 3, 4]].double(), sizes, n_train=600, n_test=300, pairs=32)
+    assert with_shape == pytest.approx(1.0, abs=0.02)
 
 
 def test_factor_vae_metric_with_a_missing_factor():
