@@ -127,7 +127,7 @@ def test_conv4_is_the_beta_vae_papers_dsprites_network():
     assert [m.out_channels for m in deconvs] == [64, 32, 32, 1]
     x = (torch.rand(3, 1, 64, 64) > 0.8).float()
     assert vae.reconstruct(x).shape == x.shape
-    assert float(vae.loss(x)["loss"]) > 0
+    assert vae.loss(x)["loss"].item() > 0
     with pytest.raises(rr.UserError, match="divisible by 16"):
         rr.models.VAE(input_shape=(1, 40, 40), arch="conv4")  # divisible by 4 (enough for conv), not by 16
     rr.models.VAE(input_shape=(1, 40, 40), arch="conv")
