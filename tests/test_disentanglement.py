@@ -167,6 +167,9 @@ def test_reproduction_records_the_metrics_after_every_epoch(tmp_path, monkeypatc
     results = exp.run(s, tmp_path / "r", device="cpu", progress=False)
     curve = results["models"]["1"]["curve"]
     assert [c["epoch"] for c in curve] == [1, 2]
+    for figure in ("metrics.png", "curves.png", "traversals_beta1.png"):  # each a PNG the report shows
+        assert (tmp_path / "r" / figure).read_bytes()[:4] == b"\x89PNG"
+        assert figure in (tmp_path / "r" / "report.html").read_text()
     assert all(0.0 <= c["beta_vae_metric"] <= 1.0 and -1e-9 <= c["mig"] <= 1.0 for c in curve)
     model = rr.models.build(
         "vae",

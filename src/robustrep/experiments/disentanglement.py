@@ -1,7 +1,8 @@
 """beta-VAE on dSprites-style shapes (Higgins et al. 2017): train the same conv VAE at several beta on the
 shapes made by code (data/shapes.py: shape 3, scale 6, orientation, x, y), and score each encoder mean with
 the beta-VAE metric (Higgins et al. 2017), the FactorVAE metric (Kim & Mnih 2018) and MIG (Chen et al.
-2018). Writes results.json, metrics.png (each metric against beta), traversals_beta{B}.png (each latent
+2018). Writes results.json, metrics.png (each metric against beta), curves.png (the beta-VAE metric and MIG
+after each epoch, a line per beta), traversals_beta{B}.png (each latent
 dimension swept over [-2.5, 2.5] from one image's code) and report.html. With --seeds K each beta is
 trained from K seeds and every metric gets its mean and spread over them (`over_seeds`).
 
@@ -249,7 +250,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     X, _ = load_split("train", "shape", grid=grid)
     Xt, _ = load_split("test", "shape", grid=grid)
     results = {"grid": dict(zip(FACTORS, grid.factor_sizes)) | {"pixels": grid.size}, "models": {}, "settings": s}
-    figures = [out / "metrics.png"]
+    figures = [out / "metrics.png", out / "curves.png"]
     seeds = [s["seed"] + i for i in range(s.get("seeds", 1))]
     for beta in s["betas"]:
         # the first seed in beta-B/ with the per-epoch curve; further seeds in beta-B-seed-S/, without it
@@ -282,6 +283,7 @@ def run(s: dict, out, device="auto", progress: bool = True) -> dict:
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     _metrics_figure(results, figures[0])
+    _curves_figure(results, figures[1])
     rows = [
         [
             b,
@@ -349,5 +351,21 @@ def _metrics_figure(results: dict, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title("Disentanglement of the encoder mean against beta", fontsize=10)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+def _curves_figure(results: dict, path: Path) -> None:
+    """The beta-VAE metric and MIG after each epoch, one line per beta (the `curve` of results.json): how
+    fast each beta turns its code onto the factors."""
+    fig, axes = plots.plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, (key, label) in zip(axes, [("beta_vae_metric", "beta-VAE metric"), ("mig", "MIG")]):
+        for beta, r in results["models"].items():
+            curve = r["curve"]
+            ax.plot([c["epoch"] for c in curve], [c[key] for c in curve], "o-", markersize=3, label=f"beta {beta}")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{label} after each epoch (a fifth of the votes)", fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[1].legend()
     fig.tight_layout()
     plots.save_figure(fig, path)
