@@ -29,6 +29,7 @@ from ..evaluation import disentanglement as dm
 from ..evaluation.probe import encode_means
 from ..models.linear import squared_error
 from ..models.vae import LIKELIHOODS
+from ..nn.blocks import CONV_CHANNELS
 from ..runs import read_metrics
 from ..training import fit_or_reuse
 from ..utils import atomic_write, resolve_device, seed_everything
@@ -119,7 +120,7 @@ def settings_from(args) -> dict:
     validate.number(s["mig_samples"], "--mig-samples", low=100, high=10**7, integer=True)
     validate.choice(s["grid"], "--grid", tuple(GRIDS))
     validate.choice(s["likelihood"], "--likelihood", LIKELIHOODS)
-    validate.choice(s["arch"], "--arch", ("conv", "conv4"))
+    validate.choice(s["arch"], "--arch", tuple(CONV_CHANNELS))
     validate.width(s["hidden"], "--hidden")
     validate.positive(s["lr"], "--lr", high=10.0)
     s.update(
@@ -211,7 +212,7 @@ def _train(folder: Path, beta: float, X, s: dict, device, progress, grid=None, s
         hidden=s["hidden"],
         obs_var=s["obs_var"],
         beta=beta,
-        likelihood=s.get("likelihood", "gaussian"),  # bernoulli: obs_var unused
+        likelihood=s["likelihood"],  # bernoulli: obs_var unused
     )
     model = models.build("vae", **hparams)
     if grid is not None:
@@ -330,14 +331,13 @@ def _traversal(model, x, path: Path, beta: float, steps: int = 9) -> None:
     )
 
 
+METRIC_LABELS = {"beta_vae_metric": "beta-VAE metric", "factor_vae_metric": "FactorVAE metric", "mig": "MIG"}
+
+
 def _metrics_figure(results: dict, path: Path) -> None:
     betas = [float(b) for b in results["models"]]
     fig, ax = plots.plt.subplots(figsize=(5.5, 3.8))
-    for key, label in [
-        ("beta_vae_metric", "beta-VAE metric"),
-        ("factor_vae_metric", "FactorVAE metric"),
-        ("mig", "MIG"),
-    ]:
+    for key, label in METRIC_LABELS.items():
         rows = list(results["models"].values())
         if all("over_seeds" in r for r in rows):  # several seeds: their mean, bars at +- one std
             means = [r["over_seeds"][key]["mean"] for r in rows]
@@ -359,7 +359,8 @@ def _curves_figure(results: dict, path: Path) -> None:
     """The beta-VAE metric and MIG after each epoch, one line per beta (the `curve` of results.json): how
     fast each beta turns its code onto the factors."""
     fig, axes = plots.plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, (key, label) in zip(axes, [("beta_vae_metric", "beta-VAE metric"), ("mig", "MIG")]):
+    for ax, key in zip(axes, ("beta_vae_metric", "mig")):  # the two metrics the curve holds
+        label = METRIC_LABELS[key]
         for beta, r in results["models"].items():
             curve = r["curve"]
             ax.plot([c["epoch"] for c in curve], [c[key] for c in curve], "o-", markersize=3, label=f"beta {beta}")
